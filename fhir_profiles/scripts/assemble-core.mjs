@@ -84,7 +84,7 @@ for (const file of BUNDLES) {
     if (!res?.resourceType || !res.id) continue;
     const filename = `${res.resourceType}-${res.id}.json`;
     if (seen.has(filename)) {
-      // Same resource shipped in two Bundles (a handful of v2/v3 code systems):
+      // Guard against a resource shipped in two Bundles (none in 4.0.1 today):
       // keep the first occurrence.
       duplicates++;
       continue;

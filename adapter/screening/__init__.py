@@ -1,0 +1,1 @@
+"""Screening: evaluate a patient's FHIR record against the study's criteria definition."""

@@ -1,0 +1,444 @@
+"""The criteria definition: schema, loader and concept matching.
+
+One YAML file per study (``mappings/studies/<NCT>/criteria.yaml``) defines every eligibility criterion
+once. The published Group (``mappings.resources``) and the screening engine (``adapter.screening``)
+both read this model, so the criteria cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Result = Literal["met", "not-met", "unknown"]
+Comparator = Literal["<", "<=", ">", ">="]
+
+
+class CriteriaDefinitionError(ValueError):
+    """The criteria file cannot be used; the message says where and why."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- concept sets -------------------------------------------------------------------------------
+
+
+class Code(_Model):
+    system: str
+    code: str
+    display: str = ""
+    verified: bool = True
+
+
+class CodeRange(_Model):
+    """ICD-10 categories compared on their first three characters, inclusive: C00..C96."""
+
+    system: str
+    first: str
+    last: str
+
+    def contains(self, code: str) -> bool:
+        category = code[:3].upper()
+        return len(category) == 3 and self.first.upper() <= category <= self.last.upper()
+
+
+class CodePrefix(_Model):
+    system: str
+    prefix: str
+
+    def contains(self, code: str) -> bool:
+        return code.upper().startswith(self.prefix.upper())
+
+
+class ConceptSet(_Model):
+    name: str
+    display: str
+    codes: tuple[Code, ...] = ()
+    ranges: tuple[CodeRange, ...] = ()
+    prefixes: tuple[CodePrefix, ...] = ()
+    exclude: tuple[CodePrefix, ...] = ()
+
+    @cached_property
+    def _exact(self) -> frozenset[tuple[str, str]]:
+        return frozenset((c.system, c.code) for c in self.codes)
+
+    def matches(self, system: str | None, code: str | None) -> bool:
+        if not system or not code:
+            return False
+        if any(x.system == system and x.contains(code) for x in self.exclude):
+            return False
+        if (system, code) in self._exact:
+            return True
+        return any(r.system == system and r.contains(code) for r in self.ranges) or any(
+            p.system == system and p.contains(code) for p in self.prefixes
+        )
+
+    def matching_coding(self, concept: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The first Coding of a CodeableConcept that belongs to this set, if any."""
+        for coding in (concept or {}).get("coding") or ():
+            if self.matches(coding.get("system"), coding.get("code")):
+                return coding
+        return None
+
+    def search_tokens(self) -> list[str]:
+        """``system|code`` tokens for a FHIR token search (exact codes only)."""
+        return [f"{c.system}|{c.code}" for c in self.codes]
+
+
+# --- clauses ------------------------------------------------------------------------------------
+
+
+class _Clause(_Model):
+    label: str | None = None
+    only_for_sex: Literal["female", "male"] | None = None
+    otherwise: Result | None = None
+
+    @model_validator(mode="after")
+    def _sex_gate_has_fallback(self) -> _Clause:
+        if self.only_for_sex and self.otherwise is None:
+            raise ValueError("only_for_sex needs `otherwise` (the result for the other sex)")
+        return self
+
+    def concept_names(self) -> Iterator[str]:
+        return iter(())
+
+
+class AgeClause(_Clause):
+    kind: Literal["age"]
+    min_years: int
+    max_years: int
+
+
+class AliveClause(_Clause):
+    kind: Literal["alive"]
+
+
+class DiagnosisClause(_Clause):
+    kind: Literal["diagnosis"]
+    lineage: str
+    unknown_lineage: str
+    other_lineage: str | None = None
+    status: tuple[str, ...]
+
+    def concept_names(self) -> Iterator[str]:
+        yield from (self.lineage, self.unknown_lineage, *self.status)
+        if self.other_lineage:
+            yield self.other_lineage
+
+
+class WithinYears(_Model):
+    within_years: int
+
+
+class ConditionClause(_Clause):
+    kind: Literal["condition"]
+    concepts: tuple[str, ...]
+    match: Literal["current", "history"] | WithinYears = "current"
+    body_site: str | None = None
+    when_present: Result = "met"
+    when_absent: Result = "not-met"
+
+    def concept_names(self) -> Iterator[str]:
+        yield from self.concepts
+        if self.body_site:
+            yield self.body_site
+
+
+class ObservationClause(_Clause):
+    kind: Literal["observation"]
+    concepts: tuple[str, ...]
+    comparator: Comparator | None = None
+    value: float | None = None
+    unit: str | None = None
+    relative_to: Literal["uln"] | None = None
+    analyte: str | None = None
+    # Coded results: 'positive', 'negative', or the name of a concept set of answers that meet.
+    expect: str | None = None
+    expect_not: str | None = None
+    window_days: int | None = None
+    room_air: str | None = None
+    when_absent: Result = "unknown"
+
+    @model_validator(mode="after")
+    def _one_test(self) -> ObservationClause:
+        quantitative = self.comparator is not None
+        if quantitative == (self.expect is not None):
+            raise ValueError("an observation clause needs either comparator/value or expect")
+        if quantitative and self.value is None:
+            raise ValueError("comparator needs value")
+        if quantitative and self.relative_to is None and not self.unit:
+            raise ValueError("a quantitative threshold needs a unit (UCUM) or relative_to")
+        return self
+
+    def concept_names(self) -> Iterator[str]:
+        yield from self.concepts
+        for extra in (self.room_air, self.expect_not):
+            if extra:
+                yield extra
+        if self.expect and self.expect not in ("positive", "negative"):
+            yield self.expect
+
+
+class EndedWithinDays(_Model):
+    ended_within_days: int
+
+
+class MedicationClause(_Clause):
+    kind: Literal["medication"]
+    concepts: tuple[str, ...]
+    state: Literal["active"] | EndedWithinDays = "active"
+    exclude_routes: str | None = None
+    when_absent: Result = "not-met"
+
+    def concept_names(self) -> Iterator[str]:
+        yield from self.concepts
+        if self.exclude_routes:
+            yield self.exclude_routes
+
+
+class ProcedureClause(_Clause):
+    kind: Literal["procedure"]
+    concepts: tuple[str, ...] = ()
+    category: str | None = None
+    within_days: int | None = None
+    when_absent: Result = "not-met"
+
+    @model_validator(mode="after")
+    def _has_target(self) -> ProcedureClause:
+        if not self.concepts and not self.category:
+            raise ValueError("a procedure clause needs concepts or category")
+        return self
+
+    def concept_names(self) -> Iterator[str]:
+        yield from self.concepts
+        if self.category:
+            yield self.category
+
+
+class ImmunizationClause(_Clause):
+    kind: Literal["immunization"]
+    within_days: int
+    when_absent: Result = "not-met"
+
+
+class ManualClause(_Clause):
+    kind: Literal["manual"]
+
+
+class AllOf(_Clause):
+    kind: Literal["all_of"] = "all_of"
+    clauses: tuple[Clause, ...]
+
+    def concept_names(self) -> Iterator[str]:
+        for clause in self.clauses:
+            yield from clause.concept_names()
+
+
+class AnyOf(_Clause):
+    kind: Literal["any_of"] = "any_of"
+    clauses: tuple[Clause, ...]
+
+    def concept_names(self) -> Iterator[str]:
+        for clause in self.clauses:
+            yield from clause.concept_names()
+
+
+Clause = Annotated[
+    AgeClause
+    | AliveClause
+    | DiagnosisClause
+    | ConditionClause
+    | ObservationClause
+    | MedicationClause
+    | ProcedureClause
+    | ImmunizationClause
+    | ManualClause
+    | AllOf
+    | AnyOf,
+    Field(discriminator="kind"),
+]
+LeafClause = (
+    AgeClause
+    | AliveClause
+    | DiagnosisClause
+    | ConditionClause
+    | ObservationClause
+    | MedicationClause
+    | ProcedureClause
+    | ImmunizationClause
+    | ManualClause
+)
+AllOf.model_rebuild()
+AnyOf.model_rebuild()
+
+
+def _normalise_rule(rule: Any) -> Any:
+    """YAML writes combinators as ``{all_of: [...]}``; the model wants ``{kind: all_of, clauses: [...]}``."""
+    if not isinstance(rule, dict):
+        return rule
+    for key in ("all_of", "any_of"):
+        if key in rule:
+            rest = {k: v for k, v in rule.items() if k != key}
+            return {"kind": key, "clauses": [_normalise_rule(c) for c in rule[key]], **rest}
+    return rule
+
+
+class Criterion(_Model):
+    id: str
+    type: Literal["inclusion", "exclusion"]
+    text: str
+    computable: Literal["full", "partial", "none"]
+    decision: str | None = None
+    rule: Clause
+
+    @field_validator("rule", mode="before")
+    @classmethod
+    def _normalise(cls, value: Any) -> Any:
+        return _normalise_rule(value)
+
+    def leaves(self) -> list[LeafClause]:
+        """The rule's leaf clauses, depth first."""
+        out: list[LeafClause] = []
+
+        def walk(clause: Clause) -> None:
+            if isinstance(clause, AllOf | AnyOf):
+                for child in clause.clauses:
+                    walk(child)
+            else:
+                out.append(clause)
+
+        walk(self.rule)
+        return out
+
+
+class Analyte(_Model):
+    molar_mass: float = Field(gt=0, description="g/mol")
+
+
+class CriteriaDefinition(_Model):
+    study: str
+    version: int
+    manual_review_reason: str
+    systems: dict[str, str]
+    concepts: dict[str, ConceptSet]
+    analytes: dict[str, Analyte] = {}
+    criteria: tuple[Criterion, ...]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CriteriaDefinition:
+        ids = [c.id for c in self.criteria]
+        if len(set(ids)) != len(ids):
+            raise ValueError("criterion ids must be unique")
+        for kind in ("inclusion", "exclusion"):
+            numbered = [c.id for c in self.criteria if c.type == kind]
+            expected = [f"{kind}-{n}" for n in range(1, len(numbered) + 1)]
+            if numbered != expected:
+                raise ValueError(
+                    f"{kind} criteria must be numbered {kind}-1..{kind}-{len(numbered)} in order"
+                )
+        for criterion in self.criteria:
+            for name in criterion.rule.concept_names():
+                if name not in self.concepts:
+                    raise ValueError(f"{criterion.id}: unknown concept set {name!r}")
+            for leaf in criterion.leaves():
+                if isinstance(leaf, ObservationClause) and leaf.analyte and leaf.analyte not in self.analytes:
+                    raise ValueError(f"{criterion.id}: unknown analyte {leaf.analyte!r}")
+        return self
+
+    def criterion(self, criterion_id: str) -> Criterion:
+        for criterion in self.criteria:
+            if criterion.id == criterion_id:
+                return criterion
+        raise KeyError(criterion_id)
+
+    def concept(self, name: str) -> ConceptSet:
+        return self.concepts[name]
+
+    def diagnosis_clause(self) -> DiagnosisClause:
+        for criterion in self.criteria:
+            for leaf in criterion.leaves():
+                if isinstance(leaf, DiagnosisClause):
+                    return leaf
+        raise CriteriaDefinitionError("the criteria define no diagnosis clause")
+
+    def population_concepts(self) -> list[ConceptSet]:
+        """Condition codes that put a patient in the screening population (any ALL record)."""
+        diagnosis = self.diagnosis_clause()
+        names = [diagnosis.lineage, diagnosis.unknown_lineage, *diagnosis.status]
+        return [self.concepts[name] for name in dict.fromkeys(names)]
+
+    def leaf_kinds(self) -> set[str]:
+        return {leaf.kind for criterion in self.criteria for leaf in criterion.leaves()}
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def _code_entries(raw: Iterable[Any], systems: dict[str, str], where: str) -> list[dict[str, Any]]:
+    entries = []
+    for item in raw or ():
+        if not isinstance(item, list | tuple) or len(item) < 2:
+            raise CriteriaDefinitionError(f"{where}: each code is [system, code, display?, {{options}}?]")
+        system, code, *rest = item
+        options = rest.pop() if rest and isinstance(rest[-1], dict) else {}
+        entries.append(
+            {
+                "system": systems.get(system, system),
+                "code": str(code),
+                "display": str(rest[0]) if rest else "",
+                **options,
+            }
+        )
+    return entries
+
+
+def _resolve_concepts(raw: dict[str, Any], systems: dict[str, str]) -> dict[str, Any]:
+    concepts = {}
+    for name, spec in (raw or {}).items():
+        where = f"concepts.{name}"
+        concepts[name] = {
+            "name": name,
+            "display": spec.get("display", name),
+            "codes": _code_entries(spec.get("codes"), systems, where),
+            "ranges": [
+                {"system": systems.get(s, s), "first": a, "last": b} for s, a, b in spec.get("ranges") or ()
+            ],
+            "prefixes": [{"system": systems.get(s, s), "prefix": p} for s, p in spec.get("prefixes") or ()],
+            "exclude": [{"system": systems.get(s, s), "prefix": p} for s, p in spec.get("exclude") or ()],
+        }
+    return concepts
+
+
+def parse_criteria(data: Any, source: str = "<criteria>") -> CriteriaDefinition:
+    if not isinstance(data, dict):
+        raise CriteriaDefinitionError(f"{source}: expected a mapping at the top level")
+    systems = data.get("systems") or {}
+    try:
+        return CriteriaDefinition.model_validate(
+            {**data, "concepts": _resolve_concepts(data.get("concepts") or {}, systems)}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise CriteriaDefinitionError(
+            f"{source}: {where}: {first['msg']} ({exc.error_count()} problem(s))"
+        ) from None
+
+
+def load_criteria(path: Path) -> CriteriaDefinition:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CriteriaDefinitionError(f"{path}: cannot read criteria file: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CriteriaDefinitionError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
+    return parse_criteria(data, str(path))
