@@ -1,0 +1,60 @@
+# Two entry points on a fresh machine (Python 3.11, Java 17 + Maven):
+#   make demo   install, then screen the bundled sample population (no server needed)
+#   make test   install, build the HAPI FHIR test server, run unit + integration tests
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+AS_OF  ?= 2026-11-23
+HAPI_JAR := docker/hapi/target/hapi-server.jar
+
+.PHONY: install demo test unit lint hapi hapi-run profiles lock clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/trial-adapter screen --sample --as-of $(AS_OF) --format html --output out/sample-screening.html
+	$(BIN)/trial-adapter screen --sample --as-of $(AS_OF) --output out/sample-screening.json --quiet
+	$(BIN)/trial-adapter map --out out/study-resources
+	@echo "reports: out/sample-screening.html, out/sample-screening.json; study resources: out/study-resources/"
+
+# HAPI FHIR JPA server (R4, H2) built from Maven Central; Maven's cache makes rebuilds offline.
+$(HAPI_JAR): docker/hapi/pom.xml $(shell find docker/hapi/src -type f 2>/dev/null)
+	mvn -B -q -f docker/hapi/pom.xml package -DskipTests
+
+hapi: $(HAPI_JAR)
+
+hapi-run: install hapi
+	$(BIN)/python -m tests.support.hapi
+
+# The whole suite. tests/conftest.py starts HAPI on a free port and always stops it.
+test: install hapi
+	$(BIN)/ruff check adapter mappings tests
+	$(BIN)/ruff format --check adapter mappings tests
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check adapter mappings tests
+	$(BIN)/ruff format --check adapter mappings tests
+
+# Recompile the FSH profiles (needs Node 20 + npm); the compiled JSON is committed.
+profiles:
+	bash fhir_profiles/scripts/build.sh
+
+# Refresh the lock of exact versions after changing dependencies in pyproject.toml.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip && .lock-venv/bin/python -m pip install -q ".[dev]"
+	.lock-venv/bin/python -m pip freeze --exclude trial-adapter | sort > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf out .hapi .pytest_cache

@@ -1,0 +1,1 @@
+"""FHIR server access: client, auth, search helpers."""

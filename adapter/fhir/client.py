@@ -1,0 +1,386 @@
+"""FHIR REST access: fhirpy's API on one shared httpx connection pool, with typed errors and retries.
+
+fhirpy 2.3.1 is kept for its search-set builder and resource API, and compensated where it falls short:
+- ``AsyncFHIRClient`` opens a new aiohttp session per request: ``_do_request`` is replaced so every
+  request goes through one ``httpx.AsyncClient`` (connection reuse, respx-testable).
+- its exceptions carry no status or headers: ``FhirHttpError`` carries status, Retry-After and the
+  OperationOutcome (and still subclasses fhirpy's matching exception).
+- ``fetch_all()`` drops ``_include``d resources and next links to another base raise: ``pages()``
+  follows next links itself, keeps every entry, and never leaves the server's origin except through
+  a configured alias.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+from fhirpy import AsyncFHIRClient
+from fhirpy.base.exceptions import (
+    AuthorizationError,
+    ForbiddenError,
+    MultipleResourcesFound,
+    OperationOutcome,
+    ResourceNotFound,
+)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# Statuses that say the server did not act on the request, so even a non-idempotent one may be resent.
+NOT_PROCESSED_STATUS = frozenset({429, 503})
+
+
+class Auth(Protocol):
+    async def headers(self) -> dict[str, str]: ...
+
+
+class FhirError(Exception):
+    """Any failure talking to a FHIR server; ``str()`` is one readable line."""
+
+
+class FhirConnectionError(FhirError):
+    pass
+
+
+class FhirPagingError(FhirError):
+    pass
+
+
+class FhirHttpError(FhirError):
+    def __init__(
+        self,
+        status: int,
+        method: str,
+        url: str,
+        outcome: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+        body: str = "",
+    ) -> None:
+        self.status = status
+        self.method = method
+        self.url = url
+        self.outcome = outcome
+        self.retry_after = retry_after
+        self.body = body
+        super().__init__(self.describe())
+
+    def __str__(self) -> str:  # fhirpy's OperationOutcome would render JSON; we want one line
+        return self.describe()
+
+    def diagnostics(self) -> str:
+        issues = (self.outcome or {}).get("issue") or []
+        parts = []
+        for issue in issues:
+            text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code")
+            if text:
+                parts.append(f"{issue.get('severity', 'error')}: {text}")
+        if parts:
+            return "; ".join(parts)
+        return " ".join(self.body.split())[:300]
+
+    def describe(self) -> str:
+        path = urlsplit(self.url).path  # no query string: search values can be patient data
+        detail = self.diagnostics()
+        return f"HTTP {self.status} from {self.method} {path}" + (f": {detail}" if detail else "")
+
+
+# fhirpy callers catch fhirpy's own exception types; ours are both.
+class FhirNotFound(FhirHttpError, ResourceNotFound):
+    pass
+
+
+class FhirUnauthorized(FhirHttpError, AuthorizationError):
+    pass
+
+
+class FhirForbidden(FhirHttpError, ForbiddenError):
+    pass
+
+
+class FhirPreconditionFailed(FhirHttpError, MultipleResourcesFound):
+    pass
+
+
+class FhirOperationError(FhirHttpError, OperationOutcome):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        FhirHttpError.__init__(self, *args, **kwargs)
+        self.resource = self.outcome or {}
+
+
+_ERROR_BY_STATUS: dict[int, type[FhirHttpError]] = {
+    401: FhirUnauthorized,
+    403: FhirForbidden,
+    404: FhirNotFound,
+    410: FhirNotFound,
+    412: FhirPreconditionFailed,
+}
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    max_wait: float = 30.0  # one wait, including a server's Retry-After (longer ones are capped)
+    total: float = 120.0  # all attempts together
+    base: float = 0.5
+
+    def wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        backoff = min(self.max_wait, self.base * 2 ** (state.attempt_number - 1))
+        if isinstance(error, FhirHttpError) and error.retry_after is not None:
+            return min(self.max_wait, max(error.retry_after, 0.0))
+        return backoff
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def _retryable(idempotent: bool) -> Any:
+    def check(error: BaseException) -> bool:
+        if isinstance(error, FhirHttpError):
+            allowed = RETRYABLE_STATUS if idempotent else NOT_PROCESSED_STATUS
+            return error.status in allowed
+        if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            return True  # never reached the server
+        return idempotent and isinstance(error, httpx.TransportError)
+
+    return retry_if_exception(check)
+
+
+class FhirClient(AsyncFHIRClient):
+    """An async FHIR R4 client. Use as ``async with FhirClient(url) as client:``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth: Auth | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        max_connections: int = 8,
+        url_aliases: list[str] | None = None,
+        verify: bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+        user_agent: str = "trial-adapter/0.1",
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        super().__init__(url.rstrip("/"), url_aliases=url_aliases or [])
+        self.auth = auth
+        self.retry = retry or RetryPolicy()
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            verify=verify,
+            transport=transport,
+            headers={"Accept": FHIR_JSON, "User-Agent": user_agent},
+            follow_redirects=False,
+        )
+        self._sleep = sleep
+        self.requests_sent = 0
+        self.bytes_received = 0
+
+    async def __aenter__(self) -> FhirClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- the one way requests are made ------------------------------------------------------------
+
+    def url_for(self, path: str, params: Mapping[str, Any] | list[tuple[str, str]] | None = None) -> str:
+        """Absolute URL for a path relative to the base, or a checked absolute URL (e.g. a next link)."""
+        if urlsplit(path).scheme:
+            url = self._same_server(path)
+        else:
+            url = f"{self.url}/{path.lstrip('/')}" if path else self.url
+        if params:
+            query = urlencode(list(params.items()) if isinstance(params, Mapping) else params, doseq=True)
+            url += ("&" if "?" in url else "?") + query
+        return url
+
+    def _same_server(self, url: str) -> str:
+        for alias in self.url_aliases:
+            alias = alias.rstrip("/")
+            if url == alias or url.startswith(alias + "/") or url.startswith(alias + "?"):
+                url = self.url + url[len(alias) :]
+                break
+        base, target = urlsplit(self.url), urlsplit(url)
+        if (target.scheme, target.netloc) != (base.scheme, base.netloc):
+            raise FhirPagingError(
+                f"refusing to follow a link to another server ({target.scheme}://{target.netloc}); "
+                "configure it as a URL alias if it is the same server"
+            )
+        return url
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | list[tuple[str, str]] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+    ) -> httpx.Response:
+        """Send one request with bounded retries; return a 2xx/3xx response or raise ``FhirError``."""
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD", "PUT", "DELETE")
+        url = self.url_for(path, params)
+        body = None if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts) | stop_after_delay(self.retry.total),
+            wait=self.retry.wait,
+            retry=_retryable(idempotent),
+            reraise=True,
+            sleep=self._sleep,
+            before_sleep=lambda state: log.warning(
+                "fhir request retry",
+                extra={
+                    "method": method,
+                    "path": urlsplit(url).path,
+                    "attempt": state.attempt_number,
+                    "error": type(state.outcome.exception()).__name__ if state.outcome else None,
+                },
+            ),
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._send_once(method, url, body, headers)
+        except httpx.TimeoutException as exc:
+            raise FhirConnectionError(
+                f"timed out talking to {urlsplit(url).netloc} ({type(exc).__name__})"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise FhirConnectionError(f"cannot reach {urlsplit(url).netloc}: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send_once(
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None
+    ) -> httpx.Response:
+        all_headers = dict(headers or {})
+        if self.auth is not None:
+            all_headers.update(await self.auth.headers())
+        if body is not None:
+            all_headers.setdefault("Content-Type", FHIR_JSON)
+        self.requests_sent += 1
+        response = await self._http.request(method, url, content=body, headers=all_headers)
+        self.bytes_received += len(response.content)
+        if response.status_code < 400:
+            return response
+        outcome = None
+        try:
+            parsed = response.json()
+            if isinstance(parsed, dict) and parsed.get("resourceType") == "OperationOutcome":
+                outcome = parsed
+        except ValueError:
+            pass
+        error_type = _ERROR_BY_STATUS.get(response.status_code, FhirOperationError)
+        raise error_type(
+            response.status_code,
+            method,
+            url,
+            outcome=outcome,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            body=response.text[:2000],
+        )
+
+    # --- fhirpy integration -------------------------------------------------------------------------
+
+    async def _do_request(  # type: ignore[override]
+        self,
+        method: str,
+        path: str,
+        data: dict | None = None,
+        params: dict | None = None,
+        extra_headers: dict | None = None,
+        *,
+        returning_status: bool = False,
+    ) -> Any:
+        response = await self.request(
+            method, path, params=_flatten(params), json_body=data, headers=extra_headers
+        )
+        parsed = response.json() if response.content else None
+        return (parsed, response.status_code) if returning_status else parsed
+
+    # --- conveniences -----------------------------------------------------------------------------
+
+    async def get_json(
+        self, path: str, params: Mapping[str, Any] | list[tuple[str, str]] | None = None
+    ) -> Any:
+        response = await self.request("GET", path, params=params)
+        return response.json()
+
+    async def pages(
+        self, path: str, params: Mapping[str, Any] | list[tuple[str, str]] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every page of a search, following next links (same server only), entries untouched."""
+        bundle = await self.get_json(path, params)
+        seen: set[str] = set()
+        while True:
+            if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+                raise FhirError(f"expected a Bundle from {path}, got {type(bundle).__name__}")
+            yield bundle
+            next_url = next(
+                (link.get("url") for link in bundle.get("link") or () if link.get("relation") == "next"), None
+            )
+            if not next_url:
+                return
+            if next_url in seen:
+                raise FhirPagingError("the server returned the same next link twice")
+            seen.add(next_url)
+            bundle = await self.get_json(next_url)
+
+    async def search_resources(
+        self, resource_type: str, params: Mapping[str, Any] | list[tuple[str, str]] | None = None
+    ) -> list[dict[str, Any]]:
+        """All resources of a search, matches and includes, across every page."""
+        out: list[dict[str, Any]] = []
+        async for bundle in self.pages(resource_type, params):
+            out.extend(entry["resource"] for entry in bundle.get("entry") or () if "resource" in entry)
+        return out
+
+    async def transaction(self, bundle: dict[str, Any], *, idempotent: bool = False) -> dict[str, Any]:
+        """POST a transaction/batch Bundle to the base. Pass ``idempotent=True`` only for one made of
+        conditional or PUT requests, which may safely be resent after a lost answer."""
+        response = await self.request("POST", "", json_body=bundle, idempotent=idempotent)
+        return response.json()
+
+
+def _flatten(params: dict | None) -> list[tuple[str, str]] | None:
+    """fhirpy's params (values may be lists, meaning repeated parameters) as query pairs."""
+    if not params:
+        return None
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            pairs.append((key, str(item)))
+    return pairs

@@ -1,0 +1,148 @@
+"""Publish the study's resources to a FHIR server, idempotently.
+
+Each resource is looked up by its business identifier first. Unchanged resources are not sent at all,
+so a second run creates no new versions even on servers that version identical updates. Changed ones
+are updated in place (PUT Type/id); new ones are created by conditional update (PUT Type?identifier=),
+all in one transaction, which a retry may safely resend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from adapter.fhir.auth import bearer_from
+from adapter.fhir.client import FhirClient, FhirError
+from mappings.criteria import load_criteria
+from mappings.resources import build_study_resources, transaction_bundle
+from mappings.study import load_study, study_dir
+
+log = logging.getLogger(__name__)
+
+_IGNORED = ("id", "meta")
+
+
+@dataclass
+class PlannedChange:
+    action: str  # create | update | unchanged
+    resource_type: str
+    search: str  # the conditional URL (Type?identifier=...)
+    full_url: str
+    resource: dict[str, Any]
+    existing_id: str | None = None
+    changed: tuple[str, ...] = ()
+
+
+def _rewrite_references(value: Any, aliases: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (
+                aliases.get(v, v)
+                if k == "reference" and isinstance(v, str)
+                else _rewrite_references(v, aliases)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_rewrite_references(v, aliases) for v in value]
+    return value
+
+
+def _content(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k not in _IGNORED}
+
+
+async def plan(client: FhirClient, bundle: dict[str, Any]) -> list[PlannedChange]:
+    """What publishing would do, from what the server holds now."""
+    changes = []
+    for entry in bundle["entry"]:
+        search = entry["request"]["url"]
+        resource_type = search.split("?", 1)[0]
+        found = await client.get_json(search)
+        matches = [
+            e["resource"]
+            for e in found.get("entry") or ()
+            if (e.get("search") or {}).get("mode", "match") == "match" and "resource" in e
+        ]
+        if len(matches) > 1:
+            ids = ", ".join(f"{resource_type}/{m.get('id')}" for m in matches)
+            raise FhirError(f"{len(matches)} resources match {search} ({ids}); remove the duplicates first")
+        existing = matches[0] if matches else None
+        changes.append(
+            PlannedChange(
+                action="create" if existing is None else "unchanged",
+                resource_type=resource_type,
+                search=search,
+                full_url=entry["fullUrl"],
+                resource=entry["resource"],
+                existing_id=existing.get("id") if existing else None,
+            )
+        )
+        if existing is not None:
+            changes[-1].resource = existing  # compared below, once references are known
+    aliases = {c.full_url: f"{c.resource_type}/{c.existing_id}" for c in changes if c.existing_id}
+    for change, entry in zip(changes, bundle["entry"], strict=True):
+        wanted = _rewrite_references(copy.deepcopy(entry["resource"]), aliases)
+        if change.existing_id is not None:
+            old, new = _content(change.resource), _content(wanted)
+            differing = tuple(sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)))
+            if differing:
+                change.action, change.changed = "update", differing
+            wanted["id"] = change.existing_id
+        change.resource = wanted
+    return changes
+
+
+def transaction_for(changes: list[PlannedChange]) -> dict[str, Any] | None:
+    entries = []
+    for change in changes:
+        if change.action == "unchanged":
+            continue
+        if change.action == "update":
+            request = {"method": "PUT", "url": f"{change.resource_type}/{change.existing_id}"}
+        else:
+            request = {"method": "PUT", "url": change.search}
+        entries.append({"fullUrl": change.full_url, "resource": change.resource, "request": request})
+    if not entries:
+        return None
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def describe(change: PlannedChange) -> str:
+    target = f"{change.resource_type}/{change.existing_id}" if change.existing_id else change.search
+    extra = f" (changed: {', '.join(change.changed)})" if change.changed else ""
+    return f"{change.action:<9} {target}{extra}"
+
+
+async def publish(args: argparse.Namespace) -> int:
+    folder = study_dir(args.study)
+    built = build_study_resources(load_study(folder / "study.json"), load_criteria(folder / "criteria.yaml"))
+    bundle = transaction_bundle(built)
+    auth = bearer_from(args.token_env, args.token_file)
+    async with FhirClient(
+        args.fhir_url,
+        auth=auth,
+        timeout=args.timeout,
+        url_aliases=args.url_alias or [],
+        verify=not args.insecure,
+    ) as client:
+        changes = await plan(client, bundle)
+        for change in changes:
+            print(describe(change))
+        tx = transaction_for(changes)
+        if args.dry_run:
+            print("dry run: nothing was written", file=sys.stderr)
+            return 0
+        if tx is None:
+            print("the server already holds these resources: nothing to do", file=sys.stderr)
+            return 0
+        reply = await client.transaction(tx, idempotent=True)
+        for entry in reply.get("entry") or ():
+            response = entry.get("response") or {}
+            print(f"{response.get('status', '?'):<12} {response.get('location', '')}")
+        log.info("study published", extra={"written": len(tx["entry"])})
+    return 0

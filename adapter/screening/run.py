@@ -1,0 +1,73 @@
+"""Screening runs: a whole source (files or a server) through the engine into a report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import date
+from pathlib import Path
+
+from adapter.fhir.client import FhirClient
+from adapter.sources.files import load_records
+from adapter.sources.server import ServerSource
+from mappings.criteria import CriteriaDefinition
+
+from .engine import Screener
+from .record import PatientRecord
+from .results import PatientResult, ScreeningReport
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+def screen_records(
+    records: Iterable[PatientRecord],
+    definition: CriteriaDefinition,
+    as_of: date,
+    total: int = 0,
+    progress: Progress | None = None,
+) -> list[PatientResult]:
+    screener = Screener(definition, as_of)
+    results = []
+    for record in records:
+        results.append(screener.screen(record))
+        if progress:
+            progress(len(results), total)
+    return results
+
+
+def report_for(definition: CriteriaDefinition, as_of: date, results: list[PatientResult]) -> ScreeningReport:
+    results.sort(key=lambda r: r.patient)  # stable order whatever the source's order of arrival
+    report = ScreeningReport.build(definition.study, as_of, results)
+    log.info(
+        "screening finished",
+        extra={"screened": report.summary.screened, "candidates": report.summary.candidates},
+    )
+    return report
+
+
+def screen_files(
+    path: Path, definition: CriteriaDefinition, as_of: date, progress: Progress | None = None
+) -> ScreeningReport:
+    builder = load_records(path)
+    total = len(builder.patient_keys())
+    log.info("screening files", extra={"patients": total})
+    return report_for(
+        definition, as_of, screen_records(builder.records(), definition, as_of, total, progress)
+    )
+
+
+async def screen_server(
+    client: FhirClient, definition: CriteriaDefinition, as_of: date, progress: Progress | None = None
+) -> ScreeningReport:
+    source = ServerSource(client, definition)
+    population = await source.population()
+    screener = Screener(definition, as_of)
+    results: list[PatientResult] = []
+    async for record in source.records(population):
+        results.append(screener.screen(record))
+        if progress:
+            progress(len(results), len(population))
+    log.info("server requests", extra={"requests": client.requests_sent, "bytes": client.bytes_received})
+    return report_for(definition, as_of, results)

@@ -1,0 +1,1 @@
+"""Where patient data comes from: files (Bundle / Bulk Data NDJSON) or a FHIR server."""

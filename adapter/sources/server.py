@@ -1,0 +1,141 @@
+"""Patient data from a FHIR server, fetched so that cost grows with the ALL population only.
+
+1. Population: Condition search on the criteria's leukaemia codes (``_elements=subject``), server-side.
+   Nothing else filters patients: a T-ALL patient without a birth date is still screened.
+2. Per batch of patients, one batch Bundle of searches (Patient by _id; Conditions, Procedures,
+   medications with their Medication, Immunizations by subject; Observations by subject AND the codes
+   the criteria read, so a hospital's vital signs are never downloaded). Every page is followed and
+   included resources are kept. Batches run with bounded concurrency over one connection pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from urllib.parse import quote
+
+from adapter.fhir.client import FhirClient, FhirError
+from adapter.fhir.search import any_of, escape, token
+from adapter.screening.record import PatientRecord, RecordBuilder, normalise_reference
+from mappings.criteria import CriteriaDefinition, ObservationClause
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000
+
+
+def observation_tokens(definition: CriteriaDefinition) -> list[str]:
+    """Every Observation code any criterion reads."""
+    names: dict[str, None] = {}
+    for criterion in definition.criteria:
+        for leaf in criterion.leaves():
+            if isinstance(leaf, ObservationClause):
+                names.update(dict.fromkeys(leaf.concepts))
+    codes = dict.fromkeys(token(c.system, c.code) for n in names for c in definition.concepts[n].codes)
+    return list(codes)
+
+
+def population_tokens(definition: CriteriaDefinition) -> list[str]:
+    codes = (c for concept in definition.population_concepts() for c in concept.codes)
+    return list(dict.fromkeys(token(c.system, c.code) for c in codes))
+
+
+class ServerSource:
+    def __init__(
+        self,
+        client: FhirClient,
+        definition: CriteriaDefinition,
+        *,
+        batch_size: int = 50,
+        concurrency: int = 4,
+    ) -> None:
+        self.client = client
+        self.definition = definition
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self._observation_codes = any_of(observation_tokens(definition))
+
+    async def population(self) -> list[str]:
+        """Patient ids with any leukaemia Condition on the server, in first-seen order."""
+        params = [
+            ("code", any_of(population_tokens(self.definition))),
+            ("_elements", "subject"),
+            ("_count", str(PAGE_SIZE)),
+        ]
+        ids: dict[str, None] = {}
+        async for bundle in self.client.pages("Condition", params):
+            for entry in bundle.get("entry") or ():
+                ref = normalise_reference(
+                    ((entry.get("resource") or {}).get("subject") or {}).get("reference")
+                )
+                if ref and ref.startswith("Patient/"):
+                    ids[ref.removeprefix("Patient/")] = None
+        log.info("screening population found", extra={"patients": len(ids)})
+        return list(ids)
+
+    def _batch_requests(self, patient_ids: list[str]) -> list[str]:
+        subjects = any_of(escape(f"Patient/{pid}") for pid in patient_ids)
+        ids = any_of(escape(pid) for pid in patient_ids)
+        count = f"_count={PAGE_SIZE}"
+        return [
+            f"Patient?_id={ids}&{count}",
+            f"Condition?subject={subjects}&{count}",
+            f"Observation?subject={subjects}&code={self._observation_codes}&{count}",
+            f"Procedure?subject={subjects}&{count}",
+            f"MedicationRequest?subject={subjects}&_include=MedicationRequest:medication&{count}",
+            f"MedicationStatement?subject={subjects}&_include=MedicationStatement:medication&{count}",
+            f"Immunization?patient={subjects}&{count}",
+        ]
+
+    async def _fetch_batch(self, patient_ids: list[str]) -> RecordBuilder:
+        requests = self._batch_requests(patient_ids)
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": quote(url, safe="?=&_:/.-")}} for url in requests],
+        }
+        reply = await self.client.transaction(bundle, idempotent=True)
+        builder = RecordBuilder()
+        for request, entry in zip(requests, reply.get("entry") or (), strict=False):
+            status = str((entry.get("response") or {}).get("status", ""))
+            page = entry.get("resource")
+            if not status.startswith("2") or not isinstance(page, dict):
+                raise FhirError(f"batch search {request.split('?')[0]} failed with status {status or 'none'}")
+            while True:
+                for item in page.get("entry") or ():
+                    if "resource" in item:
+                        builder.add(item["resource"])
+                next_url = next(
+                    (ln.get("url") for ln in page.get("link") or () if ln.get("relation") == "next"), None
+                )
+                if not next_url:
+                    break
+                page = await self.client.get_json(next_url)
+        if len(reply.get("entry") or ()) != len(requests):
+            raise FhirError("the server answered the batch with the wrong number of entries")
+        return builder
+
+    async def records(self, patient_ids: Iterable[str]) -> AsyncIterator[PatientRecord]:
+        """Records for these patients, batch by batch (bounded concurrency, order of completion)."""
+        ids = list(dict.fromkeys(patient_ids))
+        batches = [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def run(batch: list[str]) -> RecordBuilder:
+            async with semaphore:
+                return await self._fetch_batch(batch)
+
+        tasks = [asyncio.create_task(run(batch)) for batch in batches]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                builder = await finished
+                for record in builder.records():
+                    yield record
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def all_records(self) -> AsyncIterator[PatientRecord]:
+        async for record in self.records(await self.population()):
+            yield record
