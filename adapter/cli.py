@@ -25,6 +25,7 @@ from adapter.fhir.client import FhirClient, FhirError
 from adapter.screening.report import FORMATS, render
 from adapter.sources.files import SourceError
 from mappings.criteria import CriteriaDefinitionError, load_criteria
+from mappings.study import StudyDefinitionError, study_dir
 
 PROG = "trial-adapter"
 EXIT_FAILED = 1
@@ -82,8 +83,6 @@ def write_output(text: str, output: Path | None) -> None:
 
 
 def _criteria(study: str | None) -> Any:
-    from mappings.study import study_dir
-
     return load_criteria(study_dir(study) / "criteria.yaml")
 
 
@@ -116,7 +115,7 @@ def _progress(enabled: bool) -> Callable[[int, int], None] | None:
 
 def cmd_map(args: argparse.Namespace) -> int:
     from mappings.resources import build_study_resources, transaction_bundle
-    from mappings.study import load_study, study_dir
+    from mappings.study import load_study
 
     folder = study_dir(args.study)
     built = build_study_resources(load_study(folder / "study.json"), load_criteria(folder / "criteria.yaml"))
@@ -253,15 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CliError as exc:
         _fail(str(exc), exc.code)
-    except (SourceError, CriteriaDefinitionError, CredentialError, FhirError) as exc:
+    except (SourceError, CriteriaDefinitionError, StudyDefinitionError, CredentialError, FhirError) as exc:
         _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as exc:  # a bug: still one line, with the type to report it by
-        from mappings.study import StudyDefinitionError
-
-        if isinstance(exc, StudyDefinitionError):
-            _fail(str(exc), EXIT_FAILED)
         if args.log_level == "debug":
             traceback.print_exc()
         _fail(f"unexpected {type(exc).__name__}; rerun with --log-level debug and report it", EXIT_FAILED)

@@ -388,6 +388,10 @@ def _code_entries(raw: Iterable[Any], systems: dict[str, str], where: str) -> li
             raise CriteriaDefinitionError(f"{where}: each code is [system, code, display?, {{options}}?]")
         system, code, *rest = item
         options = rest.pop() if rest and isinstance(rest[-1], dict) else {}
+        if len(rest) > 1:  # an unquoted display with a comma splits into several items
+            raise CriteriaDefinitionError(
+                f"{where}: code {code!r} has extra items; quote a display with commas"
+            )
         entries.append(
             {
                 "system": systems.get(system, system),

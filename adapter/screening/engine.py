@@ -45,7 +45,8 @@ _CURRENT_STATUSES = {"active", "recurrence", "relapse"}
 _NOT_CURRENT_STATUSES = {"inactive", "remission", "resolved"}
 _IGNORED_VERIFICATION = {"refuted", "entered-in-error"}
 _IGNORED_OBSERVATION = {"entered-in-error", "cancelled"}
-_IGNORED_PROCEDURE = {"not-done", "entered-in-error"}
+# "preparation" is a planned procedure: not yet received, so it cannot count as prior therapy or surgery.
+_IGNORED_PROCEDURE = {"not-done", "entered-in-error", "preparation"}
 _POSITIVE_WORDS = {"positive", "detected", "reactive", "present", "pos"}
 _NEGATIVE_WORDS = {"negative", "not detected", "non-reactive", "nonreactive", "absent", "undetected", "neg"}
 _ORDINAL_EXTENSIONS = (
@@ -304,10 +305,8 @@ class Screener:
         abated = day_of(condition.get("abatementDateTime"))
         if (onset and onset >= since) or (abated and abated >= since):
             return "present"
-        if clinical is None:
-            return "uncertain"
-        # Not current and no date in the window: past only if we know when it ended. An old onset with
-        # no abatement date could still have been active within the window.
+        # Not current and no date in the window: past only if we know when it ended (before the window).
+        # An old onset with no abatement date could still have been active within the window.
         return "past" if abated is not None else "uncertain"
 
     # --- observations ----------------------------------------------------------------------------
@@ -360,8 +359,10 @@ class Screener:
             return Outcome(UNKNOWN, f"{what}{when}: {measured}", evidence)
         low, high, shown, threshold_text = measured
         assert clause.comparator is not None and clause.value is not None
-        lo_ok = compare(low, clause.comparator, clause.value)
-        hi_ok = compare(high, clause.comparator, clause.value)
+        # '>80' excludes 80 itself: an open bound stands for the values just past it.
+        _, _, quantity_comparator = _numeric_value(obs)
+        lo_ok = _bound_holds(low, quantity_comparator == ">", True, clause.comparator, clause.value)
+        hi_ok = _bound_holds(high, quantity_comparator == "<", False, clause.comparator, clause.value)
         if lo_ok and hi_ok:
             result = MET
         elif not lo_ok and not hi_ok:
@@ -621,6 +622,17 @@ def _interval(value: float, comparator: str | None) -> tuple[float, float]:
     return value, value
 
 
+def _bound_holds(bound: float, open_bound: bool, lower: bool, comparator: str, threshold: float) -> bool:
+    """Whether ``bound comparator threshold`` holds for the values at one end of a result's interval.
+
+    An open bound equal to the threshold (a '>80' result against '> 80') stands for values just above
+    it (``lower``: the interval's lower end) or just below it, so the comparison is decided by the side.
+    """
+    if open_bound and compare(bound, "<=", threshold) and compare(bound, ">=", threshold):
+        return comparator in (">", ">=") if lower else comparator in ("<", "<=")
+    return compare(bound, comparator, threshold)
+
+
 def _upper_limit(obs: dict[str, Any], patient: dict[str, Any], as_of: date) -> tuple[float, str] | None:
     """The `high` of the normal reference range that fits the patient's age and sex."""
     born = day_of(patient.get("birthDate"))
@@ -635,7 +647,7 @@ def _upper_limit(obs: dict[str, Any], patient: dict[str, Any], as_of: date) -> t
             continue
         applies = {c.get("code") for a in ref_range.get("appliesTo") or () for c in a.get("coding") or ()}
         sexes = applies & {"male", "female", "248153007", "248152002"}
-        if sexes and gender:
+        if sexes:  # a sex-specific range never applies to a patient of unknown sex
             wanted = {"male": {"male", "248153007"}, "female": {"female", "248152002"}}.get(gender, set())
             if not sexes & wanted:
                 continue

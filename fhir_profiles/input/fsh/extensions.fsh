@@ -11,7 +11,7 @@ Extension: ActionDose
 Id: action-dose
 Title: "Action Dose"
 Description: "The dose given at this protocol action, e.g. 4e7 CAR-NK cells/kg expressed as the UCUM quantity {value: 40000000, unit: \"CAR-NK cells/kg\", system: \"http://unitsofmeasure.org\", code: \"{cells}/kg\"}."
-Context: PlanDefinition.action
+Context: PlanDefinition.action, PlanDefinition.action.action
 * value[x] 1..1
 * value[x] only Quantity
 * value[x] ^short = "Dose given at this action"

@@ -1,0 +1,794 @@
+"""Map a study definition (``study.json`` + ``criteria.yaml``) to FHIR R4 resources.
+
+``build_study_resources`` returns the sponsor Organization, the ResearchStudy, its protocol (PlanDefinition)
+and its eligibility criteria (Group) as plain JSON dicts that conform to the adapter's profiles
+(``fhir_profiles/``); ``transaction_bundle`` wraps them in an idempotent transaction (conditional updates on
+business identifiers, ``urn:uuid`` references between the entries).
+
+Every study fact comes from the study files; this module only holds terminology (code systems, the codes
+used for each kind of criterion, the v2 -> FHIR value maps). Every resource is validated against the
+``fhir.resources`` R4B model before it is returned, and the output is deterministic: building twice gives
+byte-identical JSON (no timestamps, no random ids, no reordering).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from fhir.resources.R4B import get_fhir_model_class
+
+from mappings.criteria import (
+    AgeClause,
+    AliveClause,
+    ConceptSet,
+    ConditionClause,
+    CriteriaDefinition,
+    CriteriaDefinitionError,
+    Criterion,
+    DiagnosisClause,
+    ImmunizationClause,
+    LeafClause,
+    ManualClause,
+    MedicationClause,
+    ObservationClause,
+    ProcedureClause,
+    WithinYears,
+)
+from mappings.study import DURATION_UNITS, Study, StudyDefinitionError
+
+# --- canonical URLs and systems -----------------------------------------------------------------
+
+BASE = "http://trial-adapter.org/fhir"
+PROFILE_RESEARCH_STUDY = f"{BASE}/StructureDefinition/trial-research-study"
+PROFILE_PROTOCOL = f"{BASE}/StructureDefinition/trial-protocol"
+PROFILE_ELIGIBILITY_GROUP = f"{BASE}/StructureDefinition/eligibility-group"
+EXT_TARGET_ENROLLMENT = f"{BASE}/StructureDefinition/target-enrollment"
+EXT_ACTION_DOSE = f"{BASE}/StructureDefinition/action-dose"
+EXT_ELIGIBILITY_CRITERION = f"{BASE}/StructureDefinition/eligibility-criterion"
+LOCAL = f"{BASE}/CodeSystem/trial-adapter-local"
+SID_STUDY_RESOURCE = f"{BASE}/sid/study-resource"
+SID_ORG_STUDY_ID = f"{BASE}/sid/org-study-id"
+PLAN_DEFINITION_URL = f"{BASE}/PlanDefinition/{{nct}}-protocol"
+
+NCT_SYSTEM = "https://clinicaltrials.gov"
+SCT = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+PHASE_SYSTEM = "http://terminology.hl7.org/CodeSystem/research-study-phase"
+PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/research-study-prim-purp-type"
+PLAN_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
+# R4 defines no arm-type code system (ResearchStudy.arm.type has an example binding only); R5 core
+# publishes http://hl7.org/fhir/research-study-arm-type, whose codes match the v2 ArmGroupType values.
+ARM_TYPE_SYSTEM = "http://hl7.org/fhir/research-study-arm-type"
+
+# --- ClinicalTrials.gov v2 enums -> FHIR R4 codes ------------------------------------------------
+
+# v2 overallStatus -> R4 research-study-status (required binding). R4 has no "not yet recruiting":
+# NOT_YET_RECRUITING maps to 'approved' ("the study is approved; not yet active"), the closest R4 code:
+# the registry lists the study publicly, so it has passed review, but it is not enrolling yet.
+# 'in-review' would claim it is not yet approved; 'active' would claim it is open to accrual.
+STUDY_STATUS = {
+    "NOT_YET_RECRUITING": "approved",
+    "RECRUITING": "active",
+    "ENROLLING_BY_INVITATION": "active",
+    "ACTIVE_NOT_RECRUITING": "closed-to-accrual",
+    "SUSPENDED": "temporarily-closed-to-accrual",
+    "TERMINATED": "administratively-completed",
+    "COMPLETED": "completed",
+    "WITHDRAWN": "withdrawn",
+}
+
+# R4 research-study-status -> PlanDefinition.status (publication-status). The PlanDefinition is the
+# registered protocol, not a draft of ours: once the study is approved the protocol is fixed and ready to
+# use ('active'), including for NOT_YET_RECRUITING. A study that has ended or was withdrawn/disapproved
+# retires its protocol; one still in review has only a draft protocol.
+PLAN_STATUS = {
+    "in-review": "draft",
+    "completed": "retired",
+    "administratively-completed": "retired",
+    "withdrawn": "retired",
+    "disapproved": "retired",
+}
+
+PHASES = {
+    (): ("n-a", "N/A"),
+    ("NA",): ("n-a", "N/A"),
+    ("EARLY_PHASE1",): ("early-phase-1", "Early Phase 1"),
+    ("PHASE1",): ("phase-1", "Phase 1"),
+    ("PHASE1", "PHASE2"): ("phase-1-phase-2", "Phase 1/Phase 2"),
+    ("PHASE2",): ("phase-2", "Phase 2"),
+    ("PHASE2", "PHASE3"): ("phase-2-phase-3", "Phase 2/Phase 3"),
+    ("PHASE3",): ("phase-3", "Phase 3"),
+    ("PHASE4",): ("phase-4", "Phase 4"),
+}
+
+PRIMARY_PURPOSES = {
+    "TREATMENT": ("treatment", "Treatment"),
+    "PREVENTION": ("prevention", "Prevention"),
+    "DIAGNOSTIC": ("diagnostic", "Diagnostic"),
+    "SUPPORTIVE_CARE": ("supportive-care", "Supportive Care"),
+    "SCREENING": ("screening", "Screening"),
+    "HEALTH_SERVICES_RESEARCH": ("health-services-research", "Health Services Research"),
+    "BASIC_SCIENCE": ("basic-science", "Basic Science"),
+    "DEVICE_FEASIBILITY": ("device-feasibility", "Device Feasibility"),
+}
+
+ARM_TYPES = {
+    "EXPERIMENTAL": ("experimental", "Experimental"),
+    "ACTIVE_COMPARATOR": ("active-comparator", "Active Comparator"),
+    "PLACEBO_COMPARATOR": ("placebo-comparator", "Placebo Comparator"),
+    "SHAM_COMPARATOR": ("sham-comparator", "Sham Comparator"),
+    "NO_INTERVENTION": ("no-intervention", "No Intervention"),
+    "OTHER": ("other-arm-type", "Other Arm Type"),
+}
+
+# --- codes for the kinds of criterion (Group.characteristic.code) -------------------------------
+
+AGE = (LOINC, "30525-0", "Age")
+# SNOMED CT 439401001 is "Diagnosis (observable entity)": the observable whose value is the diagnosis,
+# which is what a characteristic code (the thing being described) needs. Used for diagnosis and condition.
+DIAGNOSIS = (SCT, "439401001", "Diagnosis")
+DRUG = (SCT, "410942007", "Drug or medicament")
+PROCEDURE = (SCT, "71388002", "Procedure")
+VACCINATION = (SCT, "33879002", "Administration of vaccine to produce active immunity")
+# 'Alive' is expressed as "Dead = false" with exclude=false, so an inclusion criterion keeps exclude=false
+# (exclude mirrors the registry's inclusion/exclusion lists for every characteristic).
+DEAD = (SCT, "419099009", "Dead")
+POSITIVE = (SCT, "10828004", "Positive")
+NEGATIVE = (SCT, "260385009", "Negative")
+MANUAL_REVIEW = (LOCAL, "manual-review", "Requires manual review")
+# Thresholds relative to the upper limit of normal: UCUM has no ULN unit, but a bare annotation is a
+# valid UCUM unit (dimensionless, "1"), so "3 {ULN}" reads as three times the ULN and can never be
+# mistaken for an absolute concentration.
+ULN_UNIT = ("x ULN", "{ULN}")
+
+SYSTEM_NAMES = {
+    SCT: "SNOMED CT",
+    LOINC: "LOINC",
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+    "http://hl7.org/fhir/sid/icd-10": "ICD-10",
+    "http://terminology.hl7.org/CodeSystem/icd-o-3": "ICD-O-3",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://www.whocc.no/atc": "ATC",
+    "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl": "NCIt",
+    LOCAL: "local",
+}
+
+
+# --- the result ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyResources:
+    organization: dict[str, Any]
+    research_study: dict[str, Any]
+    plan_definition: dict[str, Any]
+    group: dict[str, Any]
+
+    def all(self) -> list[dict[str, Any]]:
+        return [self.organization, self.research_study, self.plan_definition, self.group]
+
+
+# --- small builders -----------------------------------------------------------------------------
+
+
+def _coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
+    return _clean({"system": system, "code": code, "display": display or None})
+
+
+def _concept(code: tuple[str, str, str], text: str | None = None) -> dict[str, Any]:
+    return _clean({"coding": [_coding(*code)], "text": text})
+
+
+def _number(value: float | int) -> float | int:
+    """Integral numbers as JSON integers (2e3 -> 2000); others unchanged (1.6 stays 1.6)."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _clean(value: Any) -> Any:
+    """Drop None, empty strings and empty containers, recursively (FHIR forbids empty elements)."""
+    if isinstance(value, dict):
+        out = {k: _clean(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not None and v != "" and v != [] and v != {}}
+    if isinstance(value, list):
+        return [v for v in (_clean(v) for v in value) if v is not None and v != "" and v != [] and v != {}]
+    return value
+
+
+def _words(enum_value: str) -> str:
+    """v2 enum -> text: INTERVENTIONAL -> Interventional, SUPPORTIVE_CARE -> Supportive care."""
+    return enum_value.replace("_", " ").capitalize()
+
+
+def _identifier(system: str, value: str, type_text: str | None = None) -> dict[str, Any]:
+    return _clean({"type": {"text": type_text} if type_text else None, "system": system, "value": value})
+
+
+def _resource_identifier(nct: str, role: str) -> dict[str, Any]:
+    return _identifier(SID_STUDY_RESOURCE, f"{nct}/{role}")
+
+
+def _reference(resource: dict[str, Any], display: str | None = None) -> dict[str, Any]:
+    return _clean({"reference": f"{resource['resourceType']}/{resource['id']}", "display": display})
+
+
+def validate(resource: dict[str, Any]) -> dict[str, Any]:
+    """Round-trip a resource through its ``fhir.resources`` R4B model; raise if anything is invalid or lost."""
+    model_class = get_fhir_model_class(resource["resourceType"])
+    model = model_class.model_validate(resource)
+    again = json.loads(model.model_dump_json(exclude_none=True))
+    if again != resource:
+        raise ValueError(f"{resource['resourceType']}/{resource.get('id')}: did not round-trip through R4B")
+    return resource
+
+
+# --- ResearchStudy ------------------------------------------------------------------------------
+
+
+def _study_status(study: Study) -> str:
+    overall = study.protocolSection.statusModule.overallStatus
+    try:
+        return STUDY_STATUS[overall]
+    except KeyError:
+        raise StudyDefinitionError(
+            f"{study.nct_id}: overallStatus {overall!r} has no FHIR R4 research-study-status mapping"
+        ) from None
+
+
+def _phase(study: Study) -> dict[str, Any]:
+    phases = study.protocolSection.designModule.phases
+    key = tuple(sorted(phases))
+    if key not in PHASES:
+        raise StudyDefinitionError(f"{study.nct_id}: phases {list(phases)} have no FHIR R4 phase mapping")
+    code, display = PHASES[key]
+    return _concept((PHASE_SYSTEM, code, display), display)
+
+
+def _primary_purpose(study: Study) -> dict[str, Any] | None:
+    info = study.protocolSection.designModule.designInfo
+    purpose = info.primaryPurpose if info else None
+    if not purpose:
+        return None
+    if purpose in PRIMARY_PURPOSES:
+        code, display = PRIMARY_PURPOSES[purpose]
+        return _concept((PURPOSE_SYSTEM, code, display), display)
+    return {"text": _words(purpose)}  # OTHER, ECT: no R4 code
+
+
+def _condition_codings(study: Study, criteria: CriteriaDefinition) -> list[dict[str, Any]]:
+    """A single-condition study is coded with the primary code of the criteria's diagnosis lineage set.
+
+    v2 keeps conditions as free text; the criteria definition already names the study's disease
+    (the lineage concept set of its diagnosis clause, whose first code is the disease itself), so the code
+    comes from there rather than from this module. Several conditions, or no diagnosis clause: text only.
+    """
+    if len(study.protocolSection.conditionsModule.conditions) != 1:
+        return []
+    try:
+        lineage = criteria.concept(criteria.diagnosis_clause().lineage)
+    except CriteriaDefinitionError:
+        return []
+    codes = [c for c in lineage.codes if c.verified]
+    return [_coding(codes[0].system, codes[0].code, codes[0].display)] if codes else []
+
+
+def _description(study: Study) -> str:
+    desc = study.protocolSection.descriptionModule
+    parts = [
+        ("Brief summary", desc.briefSummary),
+        ("Detailed description", desc.detailedDescription),
+        ("Eligibility criteria", study.protocolSection.eligibilityModule.eligibilityCriteria),
+    ]
+    return "\n\n".join(f"## {heading}\n\n{text.strip()}" for heading, text in parts if text and text.strip())
+
+
+def _contact(study: Study) -> list[dict[str, Any]]:
+    contacts = []
+    for person in study.protocolSection.contactsLocationsModule.centralContacts:
+        phone = f"{person.phone} ext. {person.phoneExt}" if person.phone and person.phoneExt else person.phone
+        telecom = [
+            {"system": "phone", "value": phone, "use": "work"} if phone else None,
+            {"system": "email", "value": person.email, "use": "work"} if person.email else None,
+        ]
+        contacts.append(_clean({"name": person.name, "telecom": [t for t in telecom if t]}))
+    return contacts
+
+
+def _arms(study: Study) -> list[dict[str, Any]]:
+    arms = []
+    for arm in study.protocolSection.armsInterventionsModule.armGroups:
+        arm_type = None
+        if arm.type in ARM_TYPES:
+            code, display = ARM_TYPES[arm.type]
+            arm_type = _concept((ARM_TYPE_SYSTEM, code, display), display)
+        elif arm.type:
+            arm_type = {"text": _words(arm.type)}
+        arms.append(_clean({"name": arm.label, "type": arm_type, "description": arm.description}))
+    return arms
+
+
+def _research_study(
+    study: Study,
+    criteria: CriteriaDefinition,
+    organization: dict[str, Any],
+    plan: dict[str, Any],
+    group: dict[str, Any],
+) -> dict[str, Any]:
+    proto = study.protocolSection
+    design = proto.designModule
+    conditions = proto.conditionsModule.conditions
+    if not conditions:
+        raise StudyDefinitionError(f"{study.nct_id}: conditionsModule.conditions is empty")
+    arms = _arms(study)
+    if not arms:
+        raise StudyDefinitionError(f"{study.nct_id}: armsInterventionsModule.armGroups is empty")
+    focus = [{"text": i.name} for i in proto.armsInterventionsModule.interventions] or [
+        {"text": c} for c in conditions
+    ]
+    codings = _condition_codings(study, criteria)
+    identifiers = [_identifier(NCT_SYSTEM, study.nct_id)]
+    if study.org_study_id:
+        identifiers.append(_identifier(SID_ORG_STUDY_ID, study.org_study_id, "Sponsor protocol id"))
+    enrollment = design.enrollmentInfo
+    return _clean(
+        {
+            "resourceType": "ResearchStudy",
+            "id": study.nct_id,
+            "meta": {"profile": [PROFILE_RESEARCH_STUDY]},
+            "extension": [
+                {"url": EXT_TARGET_ENROLLMENT, "valueUnsignedInt": enrollment.count} if enrollment else None
+            ],
+            "identifier": identifiers,
+            "title": study.title,
+            "protocol": [_reference(plan)],
+            "status": _study_status(study),
+            "primaryPurposeType": _primary_purpose(study),
+            "phase": _phase(study),
+            # R4 binds no code system to category (example binding, no value set): the v2 study type as text.
+            "category": [{"text": _words(design.studyType)}],
+            "focus": focus,
+            "condition": [{"coding": codings, "text": c} for c in conditions],
+            "contact": _contact(study),
+            "relatedArtifact": [
+                {
+                    "type": "documentation",
+                    "label": "ClinicalTrials.gov",
+                    "display": f"{study.nct_id} on ClinicalTrials.gov",
+                    "url": study.registry_url,
+                }
+            ],
+            "keyword": [{"text": k} for k in proto.conditionsModule.keywords],
+            "description": _description(study),
+            "enrollment": [_reference(group)],
+            "sponsor": _reference(organization, organization["name"]),
+            "arm": arms,
+        }
+    )
+
+
+# --- PlanDefinition -----------------------------------------------------------------------------
+
+
+def _dose_quantity(level: Any) -> dict[str, Any]:
+    return {"value": _number(level.value), "unit": level.unit, "system": UCUM, "code": level.ucum}
+
+
+def _actions(study: Study) -> list[dict[str, Any]]:
+    notes = study.adapterAnnotations
+    arm_text = " ".join(
+        a.description for a in study.protocolSection.armsInterventionsModule.armGroups if a.description
+    )
+    timing = {"repeat": {"count": notes.dosesPerSubject}} if notes.dosesPerSubject else None
+    actions: list[dict[str, Any]] = []
+    if notes.doseLevels:
+        title = (
+            f"{notes.doseEscalation.capitalize()} dose escalation" if notes.doseEscalation else "Dose levels"
+        )
+        actions.append(
+            {
+                "id": "dose-escalation",
+                "title": title,
+                "description": arm_text or None,
+                # Each subject is assigned one dose level (sequential assignment), hence exactly-one.
+                "groupingBehavior": "logical-group",
+                "selectionBehavior": "exactly-one",
+                "action": [
+                    {
+                        "id": f"dose-level-{n}",
+                        "extension": [{"url": EXT_ACTION_DOSE, "valueQuantity": _dose_quantity(level)}],
+                        "title": level.label,
+                        # The registry gives the number of doses but no interval: count only.
+                        "timingTiming": timing,
+                    }
+                    for n, level in enumerate(notes.doseLevels, start=1)
+                ],
+            }
+        )
+    else:
+        for n, intervention in enumerate(
+            study.protocolSection.armsInterventionsModule.interventions, start=1
+        ):
+            actions.append(
+                {
+                    "id": f"intervention-{n}",
+                    "title": intervention.name,
+                    "description": intervention.description,
+                    "timingTiming": timing,
+                }
+            )
+    follow_up = notes.followUp
+    if follow_up:
+        words = DURATION_UNITS[follow_up.unit]
+        value = _number(follow_up.value)
+        actions.append(
+            {
+                "id": "follow-up",
+                "title": "Follow-up",
+                "description": f"Follow-up to {value} {words} after {follow_up.after}.",
+                "relatedAction": [
+                    {"actionId": a["id"], "relationship": "after-end"} for a in actions if "id" in a
+                ],
+                "timingDuration": {"value": value, "unit": words, "system": UCUM, "code": follow_up.unit},
+            }
+        )
+    if not actions:
+        raise StudyDefinitionError(
+            f"{study.nct_id}: no dose levels or interventions to build the protocol from"
+        )
+    return actions
+
+
+def _plan_definition(study: Study, criteria: CriteriaDefinition, research_status: str) -> dict[str, Any]:
+    nct = study.nct_id
+    arms = study.protocolSection.armsInterventionsModule.armGroups
+    return _clean(
+        {
+            "resourceType": "PlanDefinition",
+            "id": f"{nct}-protocol",
+            "meta": {"profile": [PROFILE_PROTOCOL]},
+            "url": PLAN_DEFINITION_URL.format(nct=nct),
+            "identifier": [_resource_identifier(nct, "protocol")],
+            # The version of the study definition (criteria.yaml `version`), bumped when the mapping changes.
+            "version": str(criteria.version),
+            "name": f"{nct}Protocol",
+            "title": f"Protocol of {nct}: {study.title}",
+            "type": _concept((PLAN_TYPE_SYSTEM, "clinical-protocol", "Clinical Protocol")),
+            "status": PLAN_STATUS.get(research_status, "active"),
+            "description": "\n\n".join(f"{a.label}: {a.description}" for a in arms if a.description) or None,
+            "relatedArtifact": [
+                {
+                    "type": "documentation",
+                    "label": "ClinicalTrials.gov",
+                    "display": f"{nct} on ClinicalTrials.gov",
+                    "url": study.registry_url,
+                }
+            ],
+            "action": _actions(study),
+        }
+    )
+
+
+# --- Group --------------------------------------------------------------------------------------
+
+
+def _system_name(system: str, criteria: CriteriaDefinition) -> str:
+    if system in SYSTEM_NAMES:
+        return SYSTEM_NAMES[system]
+    return next((key for key, url in criteria.systems.items() if url == system), system)
+
+
+def _codes_of(sets: Iterable[ConceptSet]) -> list[dict[str, Any]]:
+    """Exact codes of the sets, in order, without duplicates. Codes marked ``verified: false`` in the
+    criteria are local screening choices no public source confirmed: they are not published."""
+    seen: set[tuple[str, str]] = set()
+    codings = []
+    for concept_set in sets:
+        for code in concept_set.codes:
+            if code.verified and (code.system, code.code) not in seen:
+                seen.add((code.system, code.code))
+                codings.append(_coding(code.system, code.code, code.display))
+    return codings
+
+
+def _set_text(concept_set: ConceptSet, criteria: CriteriaDefinition) -> str:
+    """The set's display plus what a CodeableConcept cannot hold: code ranges, prefixes, exclusions."""
+    extra = [
+        f"{_system_name(r.system, criteria)} {r.first}" + (f"-{r.last}" if r.last != r.first else "")
+        for r in concept_set.ranges
+    ]
+    extra += [f"{_system_name(p.system, criteria)} {p.prefix}*" for p in concept_set.prefixes]
+    text = concept_set.display
+    if extra:
+        text += f" (also {', '.join(extra)}"
+        if concept_set.exclude:
+            text += "; except " + ", ".join(
+                f"{_system_name(x.system, criteria)} {x.prefix}*" for x in concept_set.exclude
+            )
+        text += ")"
+    return text
+
+
+def _value_concept(sets: list[ConceptSet], criteria: CriteriaDefinition, suffix: str = "") -> dict[str, Any]:
+    text = "; ".join(_set_text(s, criteria) for s in sets) + suffix
+    return _clean({"coding": _codes_of(sets), "text": text})
+
+
+def _qualifiers(leaf: LeafClause, criteria: CriteriaDefinition) -> list[str]:
+    """Timing and scope of a clause, in words. R4 Group.characteristic.period is an absolute Period, so
+    relative windows ("within 7 days") cannot be structured: they go into the code's text (and are in
+    the verbatim registry text of the criterion extension where the registry states them)."""
+    out: list[str] = []
+    if isinstance(leaf, ConditionClause):
+        if isinstance(leaf.match, WithinYears):
+            out.append(f"current or within {leaf.match.within_years} years")
+        else:
+            out.append(leaf.match)
+        if leaf.body_site:
+            out.append(f"body site: {criteria.concept(leaf.body_site).display}")
+    elif isinstance(leaf, ObservationClause):
+        if leaf.window_days is not None:
+            out.append(f"most recent result within {leaf.window_days} days")
+        if leaf.relative_to == "uln":
+            out.append("relative to the upper limit of normal")
+        if leaf.room_air:
+            out.append("on room air")
+    elif isinstance(leaf, MedicationClause):
+        if leaf.state == "active":
+            out.append("current")
+        else:
+            out.append(f"stopped within {leaf.state.ended_within_days} days")
+        if leaf.exclude_routes:
+            out.append("systemic routes only")
+    elif isinstance(leaf, ProcedureClause | ImmunizationClause) and leaf.within_days is not None:
+        out.append(f"within {leaf.within_days} days")
+    if leaf.only_for_sex:
+        out.append(f"{leaf.only_for_sex} patients only")
+    return out
+
+
+def _with_qualifiers(text: str, qualifiers: list[str]) -> str:
+    return f"{text} ({'; '.join(qualifiers)})" if qualifiers else text
+
+
+def _characteristic_value(
+    leaf: LeafClause, criteria: CriteriaDefinition
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(code, {value[x]: ...}) of one leaf clause."""
+    sets = [criteria.concept(n) for n in getattr(leaf, "concepts", ())]
+    qualifiers = _qualifiers(leaf, criteria)
+    if isinstance(leaf, AgeClause):
+        low = {"value": leaf.min_years, "unit": "years", "system": UCUM, "code": "a"}
+        high = {"value": leaf.max_years, "unit": "years", "system": UCUM, "code": "a"}
+        return _concept(AGE, "Age"), {"valueRange": {"low": low, "high": high}}
+    if isinstance(leaf, AliveClause):
+        return _concept(DEAD, "Deceased"), {"valueBoolean": False}
+    if isinstance(leaf, DiagnosisClause):
+        lineage = criteria.concept(leaf.lineage)
+        status = " or ".join(criteria.concept(s).display for s in leaf.status)
+        suffix = f"; status: {status}" if status else ""
+        return _concept(DIAGNOSIS, "Diagnosis"), {
+            "valueCodeableConcept": _value_concept([lineage], criteria, suffix)
+        }
+    if isinstance(leaf, ConditionClause):
+        code = _concept(DIAGNOSIS, _with_qualifiers("Diagnosis", qualifiers))
+        return code, {"valueCodeableConcept": _value_concept(sets, criteria)}
+    if isinstance(leaf, ObservationClause):
+        code = _clean(
+            {
+                "coding": _codes_of(sets),
+                "text": _with_qualifiers("; ".join(s.display for s in sets), qualifiers),
+            }
+        )
+        if leaf.comparator is not None:
+            unit, ucum = ULN_UNIT if leaf.relative_to == "uln" else (leaf.unit or "", leaf.unit or "")
+            if ucum.startswith("{") and ucum.endswith("}") and leaf.relative_to != "uln":
+                unit = ucum[1:-1]  # {score} -> score: the annotation is the human-readable unit
+            quantity = {
+                "value": _number(leaf.value if leaf.value is not None else 0),
+                "comparator": leaf.comparator,
+                "unit": unit,
+                "system": UCUM,
+                "code": ucum,
+            }
+            return code, {"valueQuantity": quantity}
+        if leaf.expect in ("positive", "negative"):
+            answer = POSITIVE if leaf.expect == "positive" else NEGATIVE
+            return code, {"valueCodeableConcept": _concept(answer, answer[2])}
+        assert leaf.expect is not None
+        return code, {"valueCodeableConcept": _value_concept([criteria.concept(leaf.expect)], criteria)}
+    if isinstance(leaf, MedicationClause):
+        code = _concept(DRUG, _with_qualifiers("Medication", qualifiers))
+        return code, {"valueCodeableConcept": _value_concept(sets, criteria)}
+    if isinstance(leaf, ProcedureClause):
+        code = _concept(PROCEDURE, _with_qualifiers("Procedure", qualifiers))
+        targets = sets or ([criteria.concept(leaf.category)] if leaf.category else [])
+        return code, {"valueCodeableConcept": _value_concept(targets, criteria)}
+    if isinstance(leaf, ImmunizationClause):
+        return _concept(VACCINATION, _with_qualifiers("Vaccination", qualifiers)), {"valueBoolean": True}
+    if isinstance(leaf, ManualClause):
+        text = f"{MANUAL_REVIEW[2]}: {leaf.label}" if leaf.label else MANUAL_REVIEW[2]
+        return _concept(MANUAL_REVIEW, text), {"valueBoolean": True}
+    raise StudyDefinitionError(f"no FHIR mapping for clause kind {leaf.kind!r}")  # pragma: no cover
+
+
+def _characteristics(criterion: Criterion, criteria: CriteriaDefinition) -> Iterator[dict[str, Any]]:
+    """One characteristic per leaf clause of the criterion's rule.
+
+    Computable leaves carry their codes; manual leaves (the whole of a non-computable criterion, or the
+    judgement part of a partial one) carry trial-adapter-local#manual-review = true, so the Group never
+    presents a partial criterion as settled by its computable part alone. The extension's `computable`
+    is the criterion's: true only when the whole criterion is computable from FHIR data.
+    """
+    leaves = criterion.leaves()
+    several = len(leaves) > 1
+    for leaf in leaves:
+        code, value = _characteristic_value(leaf, criteria)
+        parts = [
+            {"url": "id", "valueString": criterion.id},
+            {"url": "text", "valueString": criterion.text},
+            {"url": "computable", "valueBoolean": criterion.computable == "full"},
+        ]
+        if several:
+            parts.append({"url": "clause", "valueString": leaf.label or leaf.kind})
+        yield {
+            "extension": [{"url": EXT_ELIGIBILITY_CRITERION, "extension": parts}],
+            "code": code,
+            **value,
+            "exclude": criterion.type == "exclusion",
+        }
+
+
+def _group_narrative(study: Study, criteria: CriteriaDefinition) -> dict[str, Any]:
+    rows = "".join(
+        f"<tr><td>{html.escape(c.id)}</td><td>{html.escape(c.text)}</td>"
+        f"<td>{'yes' if c.computable == 'full' else c.computable}</td></tr>"
+        for c in criteria.criteria
+    )
+    div = (
+        '<div xmlns="http://www.w3.org/1999/xhtml">'
+        f"<p>Eligibility criteria of {html.escape(study.nct_id)} ({len(criteria.criteria)} criteria)</p>"
+        "<table><thead><tr><th>Criterion</th><th>Text</th><th>Computable</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
+    )
+    return {"status": "generated", "div": div}
+
+
+def _group(study: Study, criteria: CriteriaDefinition) -> dict[str, Any]:
+    nct = study.nct_id
+    return _clean(
+        {
+            "resourceType": "Group",
+            "id": f"{nct}-eligibility",
+            "meta": {"profile": [PROFILE_ELIGIBILITY_GROUP]},
+            "text": _group_narrative(study, criteria),
+            "identifier": [_resource_identifier(nct, "eligibility")],
+            "type": "person",
+            "actual": False,
+            "name": f"Eligibility criteria of {nct}",
+            "characteristic": [ch for c in criteria.criteria for ch in _characteristics(c, criteria)],
+        }
+    )
+
+
+# --- Organization -------------------------------------------------------------------------------
+
+
+def _organization(study: Study) -> dict[str, Any]:
+    nct = study.nct_id
+    return _clean(
+        {
+            "resourceType": "Organization",
+            "id": f"{nct}-sponsor",
+            "identifier": [_resource_identifier(nct, "sponsor")],
+            "name": study.protocolSection.sponsorCollaboratorsModule.leadSponsor.name,
+        }
+    )
+
+
+# --- entry points -------------------------------------------------------------------------------
+
+
+def _check_consistent(study: Study, criteria: CriteriaDefinition) -> None:
+    if criteria.study != study.nct_id:
+        raise StudyDefinitionError(f"criteria.yaml is for {criteria.study} but study.json is {study.nct_id}")
+    registry = study.registry_criteria()
+    if not registry:
+        return  # free-form eligibility text: nothing to compare with
+    ids = {c.id for c in criteria.criteria}
+    if set(registry) != ids:
+        missing = sorted(set(registry) - ids) + sorted(ids - set(registry))
+        raise StudyDefinitionError(
+            f"{study.nct_id}: criteria.yaml and the registry text number the criteria differently "
+            f"({', '.join(missing)})"
+        )
+    for criterion in criteria.criteria:
+        if criterion.text != registry[criterion.id]:
+            raise StudyDefinitionError(
+                f"{study.nct_id}: {criterion.id} text in criteria.yaml differs from the registry text"
+            )
+
+
+def build_study_resources(study: Study, criteria: CriteriaDefinition) -> StudyResources:
+    """The study's Organization, ResearchStudy, PlanDefinition and Group, validated, as JSON dicts.
+
+    References between them are relative (``Group/<NCT>-eligibility``); ``transaction_bundle``
+    turns them into the entries' ``urn:uuid`` full URLs.
+    """
+    _check_consistent(study, criteria)
+    status = _study_status(study)
+    organization = _organization(study)
+    plan = _plan_definition(study, criteria, status)
+    group = _group(study, criteria)
+    research_study = _research_study(study, criteria, organization, plan, group)
+    built = StudyResources(organization, research_study, plan, group)
+    for resource in built.all():
+        validate(resource)
+    return built
+
+
+def _search_escape(value: str) -> str:
+    """FHIR search escaping of a token part: backslash, then the separators ``|`` ``,`` ``$``."""
+    for char in ("\\", "|", ",", "$"):
+        value = value.replace(char, "\\" + char)
+    return value
+
+
+def business_identifier(resource: dict[str, Any]) -> tuple[str, str]:
+    """The identifier a resource is matched on: the first one (the NCT number for the ResearchStudy)."""
+    identifier = resource["identifier"][0]
+    return identifier["system"], identifier["value"]
+
+
+def conditional_url(resource: dict[str, Any]) -> str:
+    system, value = business_identifier(resource)
+    token = f"{_search_escape(system)}|{_search_escape(value)}"
+    return f"{resource['resourceType']}?identifier={quote(token, safe='')}"
+
+
+def full_url(resource: dict[str, Any]) -> str:
+    system, value = business_identifier(resource)
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{system}|{value}')}"
+
+
+def _rewrite_references(value: Any, aliases: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: aliases.get(v, v)
+            if k == "reference" and isinstance(v, str)
+            else _rewrite_references(v, aliases)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_rewrite_references(v, aliases) for v in value]
+    return value
+
+
+def transaction_bundle(resources: StudyResources) -> dict[str, Any]:
+    """A transaction of conditional updates (``PUT Type?identifier=system|value``), one per resource.
+
+    Entries are identified by ``urn:uuid`` full URLs derived (uuid5) from their business identifiers and
+    reference each other through them, so the server resolves the references to whatever ids it holds.
+    Resource ids are left out: with a conditional update and no id the server creates when nothing
+    matches and updates the match otherwise (an id in the body would need "update as create" support
+    and could disagree with the matched resource).
+    """
+    resources_list = resources.all()
+    aliases = {f"{r['resourceType']}/{r['id']}": full_url(r) for r in resources_list}
+    entries = []
+    for resource in resources_list:
+        body = _rewrite_references({k: v for k, v in resource.items() if k != "id"}, aliases)
+        entries.append(
+            {
+                "fullUrl": full_url(resource),
+                "resource": body,
+                "request": {"method": "PUT", "url": conditional_url(resource)},
+            }
+        )
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    return validate(bundle)
