@@ -9,16 +9,16 @@ all in one transaction, which a retry may safely resend.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import sys
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from adapter.fhir.auth import bearer_from
 from adapter.fhir.client import FhirClient, FhirError
 from mappings.criteria import load_criteria
-from mappings.resources import build_study_resources, transaction_bundle
+from mappings.resources import build_study_resources, rewrite_references, transaction_bundle
 from mappings.study import load_study, study_dir
 
 log = logging.getLogger(__name__)
@@ -35,21 +35,6 @@ class PlannedChange:
     resource: dict[str, Any]
     existing_id: str | None = None
     changed: tuple[str, ...] = ()
-
-
-def _rewrite_references(value: Any, aliases: dict[str, str]) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: (
-                aliases.get(v, v)
-                if k == "reference" and isinstance(v, str)
-                else _rewrite_references(v, aliases)
-            )
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_rewrite_references(v, aliases) for v in value]
-    return value
 
 
 def _content(resource: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +71,7 @@ async def plan(client: FhirClient, bundle: dict[str, Any]) -> list[PlannedChange
             changes[-1].resource = existing  # compared below, once references are known
     aliases = {c.full_url: f"{c.resource_type}/{c.existing_id}" for c in changes if c.existing_id}
     for change, entry in zip(changes, bundle["entry"], strict=True):
-        wanted = _rewrite_references(copy.deepcopy(entry["resource"]), aliases)
+        wanted = rewrite_references(entry["resource"], aliases)
         if change.existing_id is not None:
             old, new = _content(change.resource), _content(wanted)
             differing = tuple(sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)))
@@ -113,7 +98,7 @@ def transaction_for(changes: list[PlannedChange]) -> dict[str, Any] | None:
 
 
 def describe(change: PlannedChange) -> str:
-    target = f"{change.resource_type}/{change.existing_id}" if change.existing_id else change.search
+    target = f"{change.resource_type}/{change.existing_id}" if change.existing_id else unquote(change.search)
     extra = f" (changed: {', '.join(change.changed)})" if change.changed else ""
     return f"{change.action:<9} {target}{extra}"
 

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from fhir.resources.R4B import get_fhir_model_class
 
+from adapter.fhir.search import token as search_token
 from mappings.criteria import (
     AgeClause,
     AliveClause,
@@ -646,13 +647,13 @@ def _characteristics(criterion: Criterion, criteria: CriteriaDefinition) -> Iter
 
 def _group_narrative(study: Study, criteria: CriteriaDefinition) -> dict[str, Any]:
     rows = "".join(
-        f"<tr><td>{html.escape(c.id)}</td><td>{html.escape(c.text)}</td>"
+        f"<tr><td>{html.escape(c.id, quote=False)}</td><td>{html.escape(c.text, quote=False)}</td>"
         f"<td>{'yes' if c.computable == 'full' else c.computable}</td></tr>"
         for c in criteria.criteria
     )
     div = (
         '<div xmlns="http://www.w3.org/1999/xhtml">'
-        f"<p>Eligibility criteria of {html.escape(study.nct_id)} ({len(criteria.criteria)} criteria)</p>"
+        f"<p>Eligibility criteria of {html.escape(study.nct_id, quote=False)} ({len(criteria.criteria)} criteria)</p>"
         "<table><thead><tr><th>Criterion</th><th>Text</th><th>Computable</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></div>"
     )
@@ -732,13 +733,6 @@ def build_study_resources(study: Study, criteria: CriteriaDefinition) -> StudyRe
     return built
 
 
-def _search_escape(value: str) -> str:
-    """FHIR search escaping of a token part: backslash, then the separators ``|`` ``,`` ``$``."""
-    for char in ("\\", "|", ",", "$"):
-        value = value.replace(char, "\\" + char)
-    return value
-
-
 def business_identifier(resource: dict[str, Any]) -> tuple[str, str]:
     """The identifier a resource is matched on: the first one (the NCT number for the ResearchStudy)."""
     identifier = resource["identifier"][0]
@@ -747,8 +741,7 @@ def business_identifier(resource: dict[str, Any]) -> tuple[str, str]:
 
 def conditional_url(resource: dict[str, Any]) -> str:
     system, value = business_identifier(resource)
-    token = f"{_search_escape(system)}|{_search_escape(value)}"
-    return f"{resource['resourceType']}?identifier={quote(token, safe='')}"
+    return f"{resource['resourceType']}?identifier={quote(search_token(system, value), safe='')}"
 
 
 def full_url(resource: dict[str, Any]) -> str:
@@ -756,16 +749,17 @@ def full_url(resource: dict[str, Any]) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{system}|{value}')}"
 
 
-def _rewrite_references(value: Any, aliases: dict[str, str]) -> Any:
+def rewrite_references(value: Any, aliases: dict[str, str]) -> Any:
+    """A copy of ``value`` with every ``reference`` found in ``aliases`` replaced by its alias."""
     if isinstance(value, dict):
         return {
             k: aliases.get(v, v)
             if k == "reference" and isinstance(v, str)
-            else _rewrite_references(v, aliases)
+            else rewrite_references(v, aliases)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_rewrite_references(v, aliases) for v in value]
+        return [rewrite_references(v, aliases) for v in value]
     return value
 
 
@@ -782,7 +776,7 @@ def transaction_bundle(resources: StudyResources) -> dict[str, Any]:
     aliases = {f"{r['resourceType']}/{r['id']}": full_url(r) for r in resources_list}
     entries = []
     for resource in resources_list:
-        body = _rewrite_references({k: v for k, v in resource.items() if k != "id"}, aliases)
+        body = rewrite_references({k: v for k, v in resource.items() if k != "id"}, aliases)
         entries.append(
             {
                 "fullUrl": full_url(resource),

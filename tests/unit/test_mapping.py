@@ -465,7 +465,7 @@ def test_narrative_lists_all_33_criteria_escaped(group):
     for criterion_id, text in REGISTRY_CRITERIA.items():
         assert criterion_id in cells
         assert text in cells
-    assert "subject&#x27;s risk" in div and "&gt;80%" in div  # escaped in the source
+    assert "subject's risk" in div and "&gt;80%" in div  # &, <, > escaped; quotes kept as HAPI stores them
 
 
 # --- conformance --------------------------------------------------------------------------------
