@@ -345,6 +345,11 @@ def _research_study(
             "extension": [
                 {"url": EXT_TARGET_ENROLLMENT, "valueUnsignedInt": enrollment.count} if enrollment else None
             ],
+            "text": _narrative(
+                f"{study.nct_id}: {study.title}",
+                f"Status: {_words(proto.statusModule.overallStatus)}. Sponsor: {organization['name']}.",
+                f"Target enrolment: {enrollment.count} participants." if enrollment else "",
+            ),
             "identifier": identifiers,
             "title": study.title,
             "protocol": [_reference(plan)],
@@ -453,6 +458,10 @@ def _plan_definition(study: Study, criteria: CriteriaDefinition, research_status
             "resourceType": "PlanDefinition",
             "id": f"{nct}-protocol",
             "meta": {"profile": [PROFILE_PROTOCOL]},
+            "text": _narrative(
+                f"Protocol of {nct}: {study.title}",
+                *(f"{a.label}: {a.description}" for a in arms if a.description),
+            ),
             "url": PLAN_DEFINITION_URL.format(nct=nct),
             "identifier": [_resource_identifier(nct, "protocol")],
             # The version of the study definition (criteria.yaml `version`), bumped when the mapping changes.
@@ -643,6 +652,12 @@ def _characteristics(criterion: Criterion, criteria: CriteriaDefinition) -> Iter
             **value,
             "exclude": criterion.type == "exclusion",
         }
+
+
+def _narrative(*paragraphs: str) -> dict[str, Any]:
+    """A generated narrative (dom-6) from plain text; only &, <, > are escaped, as servers store them."""
+    body = "".join(f"<p>{html.escape(p, quote=False)}</p>" for p in paragraphs if p)
+    return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{body}</div>'}
 
 
 def _group_narrative(study: Study, criteria: CriteriaDefinition) -> dict[str, Any]:
