@@ -69,5 +69,9 @@ async def screen_server(
         results.append(screener.screen(record))
         if progress:
             progress(len(results), len(population))
+    missing = len(population) - len(results)
+    if missing:
+        # A leukaemia Condition whose Patient the server does not return: nothing to screen, but say so.
+        log.warning("patients referenced but not found", extra={"count": missing})
     log.info("server requests", extra={"requests": client.requests_sent, "bytes": client.bytes_received})
     return report_for(definition, as_of, results)

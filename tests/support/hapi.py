@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -230,7 +231,7 @@ class HapiServer:
         try:
             self._wait_ready(t0, timeout)
         except BaseException:
-            self.stop()
+            self.stop(grace=5)  # a JVM still inside Spring's refresh may ignore SIGTERM for a while
             raise
         self.startup_seconds = time.monotonic() - t0
         return self
@@ -324,6 +325,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # anything else (e.g. --hapi.db.file=/tmp/hapi --hapi.request-logging=true) goes to Spring
     args, app_args = parser.parse_known_args(argv)
+
+    def _interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM/SIGHUP: stop the JVM via the finally below
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # started in the background by a shell
+        signal.signal(signal.SIGINT, _interrupt)
 
     jar = build_jar(REPO_ROOT)
     server = start_hapi(

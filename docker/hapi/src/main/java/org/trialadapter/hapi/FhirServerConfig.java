@@ -1,6 +1,7 @@
 package org.trialadapter.hapi;
 
 import ca.uhn.fhir.batch2.jobs.export.BulkDataExportProvider;
+import ca.uhn.fhir.batch2.maintenance.JobMaintenanceServiceImpl;
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.context.support.IValidationSupport;
 import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
@@ -23,6 +24,7 @@ import java.util.Map;
 import javax.sql.DataSource;
 import org.hl7.fhir.dstu2.model.Subscription.SubscriptionChannelType;
 import org.springframework.beans.factory.annotation.Value;
+import org.springframework.beans.factory.config.BeanPostProcessor;
 import org.springframework.beans.factory.config.ConfigurableListableBeanFactory;
 import org.springframework.boot.autoconfigure.orm.jpa.JpaProperties;
 import org.springframework.context.annotation.Bean;
@@ -66,6 +68,8 @@ public class FhirServerConfig {
 		s.setHibernateSearchIndexSearchParams(false);
 		// bulk $export jobs run in-process through the batch2 framework
 		s.setEnableTaskBulkExportJobExecution(true);
+		// let a finished batch2 step trigger the next maintenance pass right away
+		s.setJobFastTrackingEnabled(true);
 		// no legacy $import, no background ValueSet pre-expansion: less start-up/background work
 		s.setEnableTaskBulkImportJobExecution(false);
 		s.setEnableTaskPreExpandValueSets(false);
@@ -77,12 +81,43 @@ public class FhirServerConfig {
 		return new PartitionSettings(); // partitioning disabled
 	}
 
-	/** Only REST-hook subscriptions; matching happens in memory where possible. */
+	/**
+	 * Only REST-hook subscriptions; matching happens in memory where possible.
+	 *
+	 * <p>HAPI 8 does not hand a write to the subscription matcher directly: the change is stored
+	 * in a table and a scheduled job submits stored changes every "submission interval" (HAPI
+	 * default 5 s). We poll every second so tests see deliveries quickly. Changes to
+	 * Subscription resources themselves are queued immediately, so a new subscription turns
+	 * "active" (and starts matching) without waiting for the poll.
+	 */
 	@Bean
-	public SubscriptionSettings subscriptionSettings() {
+	public SubscriptionSettings subscriptionSettings(
+			@Value("${hapi.subscription.submission-interval-ms:1000}") long submissionIntervalMs) {
 		SubscriptionSettings s = new SubscriptionSettings();
 		s.addSupportedSubscriptionType(SubscriptionChannelType.RESTHOOK);
+		s.setSubscriptionIntervalInMs(submissionIntervalMs);
+		s.setSubscriptionChangeQueuedImmediately(true);
 		return s;
+	}
+
+	/**
+	 * Batch2 jobs (bulk $export) advance from one step to the next only during a "maintenance
+	 * pass", which HAPI schedules once a minute: a small export would take 3-4 minutes. Run
+	 * it every second instead (cheap: one query on the job table). Must be applied before the
+	 * scheduler starts, hence a (static) BeanPostProcessor rather than a setter call later.
+	 */
+	@Bean
+	public static BeanPostProcessor batch2MaintenanceInterval(
+			@Value("${hapi.batch2.maintenance-interval-ms:1000}") long intervalMs) {
+		return new BeanPostProcessor() {
+			@Override
+			public Object postProcessAfterInitialization(Object bean, String beanName) {
+				if (bean instanceof JobMaintenanceServiceImpl maintenance) {
+					maintenance.setScheduledJobFrequencyMillis(intervalMs);
+				}
+				return bean;
+			}
+		};
 	}
 
 	/**

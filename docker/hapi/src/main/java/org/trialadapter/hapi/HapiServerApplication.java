@@ -14,6 +14,7 @@ import org.springframework.boot.SpringApplication;
 import org.springframework.boot.autoconfigure.SpringBootApplication;
 import org.springframework.boot.context.event.ApplicationEnvironmentPreparedEvent;
 import org.springframework.boot.autoconfigure.elasticsearch.ElasticsearchRestClientAutoConfiguration;
+import org.springframework.boot.autoconfigure.quartz.QuartzAutoConfiguration;
 import org.springframework.boot.autoconfigure.thymeleaf.ThymeleafAutoConfiguration;
 import org.springframework.boot.web.servlet.ServletRegistrationBean;
 import org.springframework.context.ApplicationEvent;
@@ -36,7 +37,9 @@ import org.springframework.core.env.StandardEnvironment;
 			ThymeleafAutoConfiguration.class,
 			// the Elasticsearch REST client comes with hibernate-search; without this exclusion
 			// Boot would create a client that keeps sniffing for a node on localhost:9200
-			ElasticsearchRestClientAutoConfiguration.class
+			ElasticsearchRestClientAutoConfiguration.class,
+			// HAPI runs its own Quartz schedulers; Boot would start a third, unused one
+			QuartzAutoConfiguration.class
 		})
 @Import({
 	// FhirContext(R4) + all R4 resource DAOs/providers + the JPA core (JpaConfig: search,
@@ -82,7 +85,7 @@ public class HapiServerApplication {
 			return;
 		}
 		MapPropertySource source =
-				new MapPropertySource("hapiDbFile", Map.of("spring.datasource.url", "jdbc:h2:file:" + file));
+				new MapPropertySource("hapiDbFile", Map.of("spring.datasource.url", "jdbc:h2:file:" + file + ";TRACE_LEVEL_FILE=0"));
 		String envName = StandardEnvironment.SYSTEM_ENVIRONMENT_PROPERTY_SOURCE_NAME;
 		if (env.getPropertySources().contains(envName)) {
 			env.getPropertySources().addAfter(envName, source);
