@@ -45,6 +45,8 @@ FAST_START_JVM_FLAGS: tuple[str, ...] = (*BASE_JVM_FLAGS, "-XX:TieredStopAtLevel
 THROUGHPUT_JVM_FLAGS: tuple[str, ...] = BASE_JVM_FLAGS
 
 _LOG_TAIL_LINES = 40
+# readiness probes go straight to 127.0.0.1, never through an http_proxy from the environment
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +249,7 @@ class HapiServer:
                     f"last {_LOG_TAIL_LINES} log lines:\n{self.log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(url, timeout=10) as resp:
+                with _DIRECT.open(url, timeout=10) as resp:
                     if resp.status == 200:
                         return
             except (urllib.error.URLError, OSError):
