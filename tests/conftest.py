@@ -44,5 +44,12 @@ def hapi_url() -> Iterator[str]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _hapi_facts:
-        terminalreporter.write_line(f"integration tests ran against {_hapi_facts['server']}")
+    if not _hapi_facts:
+        return
+    terminalreporter.section("integration tests against HAPI FHIR")
+    terminalreporter.write_line(f"server: {_hapi_facts['server']}")
+    for outcome in ("passed", "failed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if "tests/integration/" in nodeid and getattr(report, "when", "call") == "call":
+                terminalreporter.write_line(f"{outcome.upper():7} {nodeid}")
