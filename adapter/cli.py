@@ -38,6 +38,7 @@ relapsed/refractory T-ALL).
   map       write the study's FHIR resources (ResearchStudy, PlanDefinition, Group) as JSON
   publish   publish them to a FHIR server, idempotently (conditional updates)
   screen    screen patients against every eligibility criterion, from files or a FHIR server
+  worker    keep screening a FHIR server and flag candidates back in it (ResearchSubject + Task)
 
 Try:  trial-adapter screen --sample --as-of 2026-11-23 --format html --output report.html
 """
@@ -134,6 +135,18 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from adapter.publish import publish
 
     return asyncio.run(publish(args))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from adapter.worker.run import run_worker
+
+    definition = _criteria(args.study)
+
+    async def run() -> int:
+        async with _client(args) as client:
+            return await run_worker(args, client, definition)
+
+    return asyncio.run(run())
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
@@ -236,6 +249,51 @@ def build_parser() -> argparse.ArgumentParser:
     p_screen.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
     _server_options(p_screen, required=False)
     p_screen.set_defaults(func=cmd_screen)
+
+    p_worker = commands.add_parser(
+        "worker",
+        help="keep screening a FHIR server and flag candidates back in it",
+        description="A full screening at start and each new day, then incremental passes over what changed. "
+        "Candidates get a ResearchSubject (status candidate) and a review Task; state lives in SQLite.",
+    )
+    _server_options(p_worker, required=True)
+    p_worker.add_argument(
+        "--state",
+        type=Path,
+        default=Path(".trial-adapter/worker.sqlite"),
+        metavar="FILE",
+        help="SQLite state file",
+    )
+    p_worker.add_argument(
+        "--interval", type=float, default=300.0, metavar="SECONDS", help="poll interval (300)"
+    )
+    p_worker.add_argument(
+        "--overlap",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how far each poll looks back before the checkpoint (300)",
+    )
+    p_worker.add_argument(
+        "--batch-size", type=int, default=50, metavar="N", help="patients per batch request (50)"
+    )
+    p_worker.add_argument("--once", action="store_true", help="run one pass and exit (for cron and CI)")
+    p_worker.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="serve /healthz and the subscription endpoint here (default with --subscribe: 127.0.0.1:8787)",
+    )
+    p_worker.add_argument(
+        "--subscribe",
+        action="store_true",
+        help="create rest-hook Subscriptions on the server so changes are screened within seconds",
+    )
+    p_worker.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the URL the FHIR server reaches this worker at (default http://HOST:PORT of --listen)",
+    )
+    p_worker.set_defaults(func=cmd_worker)
     return parser
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from fhirpy import AsyncFHIRClient
@@ -367,6 +367,42 @@ class FhirClient(AsyncFHIRClient):
         async for bundle in self.pages(resource_type, params):
             out.extend(entry["resource"] for entry in bundle.get("entry") or () if "resource" in entry)
         return out
+
+    async def batch_searches(self, searches: list[str]) -> list[list[dict[str, Any]]]:
+        """Run several searches (``Type?params``, values already escaped) in one batch Bundle; return
+        each one's resources (matches and includes) across all of its pages."""
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": quote(url, safe="?=&_:/.-")}} for url in searches],
+        }
+        reply = await self.transaction(bundle, idempotent=True)
+        entries = reply.get("entry") or []
+        if len(entries) != len(searches):
+            raise FhirError(
+                f"the server answered a batch of {len(searches)} searches with {len(entries)} entries"
+            )
+        results = []
+        for search, entry in zip(searches, entries, strict=True):
+            status = str((entry.get("response") or {}).get("status", ""))
+            page = entry.get("resource")
+            if not status.startswith("2") or not isinstance(page, dict):
+                raise FhirError(f"batch search {search.split('?')[0]} failed with status {status or 'none'}")
+            found: list[dict[str, Any]] = []
+            seen: set[str] = set()
+            while True:
+                found.extend(item["resource"] for item in page.get("entry") or () if "resource" in item)
+                next_url = next(
+                    (ln.get("url") for ln in page.get("link") or () if ln.get("relation") == "next"), None
+                )
+                if not next_url:
+                    break
+                if next_url in seen:
+                    raise FhirPagingError("the server returned the same next link twice")
+                seen.add(next_url)
+                page = await self.get_json(next_url)
+            results.append(found)
+        return results
 
     async def transaction(self, bundle: dict[str, Any], *, idempotent: bool = False) -> dict[str, Any]:
         """POST a transaction/batch Bundle to the base. Pass ``idempotent=True`` only for one made of

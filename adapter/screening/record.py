@@ -136,3 +136,17 @@ class RecordBuilder:
 
     def resolve(self, reference: str | None) -> str | None:
         return normalise_reference(reference, self._aliases)
+
+
+def patients_in(resources: Iterable[dict[str, Any]]) -> set[str]:
+    """Ids of the patients these resources are about (or are)."""
+    out = set()
+    for resource in resources:
+        if resource.get("resourceType") == "Patient" and resource.get("id"):
+            out.add(resource["id"])
+            continue
+        element = SUBJECT_ELEMENT.get(resource.get("resourceType", ""))
+        ref = normalise_reference(((resource.get(element) or {}) if element else {}).get("reference"))
+        if ref and ref.startswith("Patient/"):
+            out.add(ref.removeprefix("Patient/"))
+    return out

@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
-from urllib.parse import quote
 
-from adapter.fhir.client import FhirClient, FhirError
+from adapter.fhir.client import FhirClient
 from adapter.fhir.search import any_of, escape, token
-from adapter.screening.record import PatientRecord, RecordBuilder, normalise_reference
+from adapter.screening.record import PatientRecord, RecordBuilder, patients_in
 from mappings.criteria import CriteriaDefinition, ObservationClause
 
 log = logging.getLogger(__name__)
@@ -63,16 +62,9 @@ class ServerSource:
             ("_elements", "subject"),
             ("_count", str(PAGE_SIZE)),
         ]
-        ids: dict[str, None] = {}
-        async for bundle in self.client.pages("Condition", params):
-            for entry in bundle.get("entry") or ():
-                ref = normalise_reference(
-                    ((entry.get("resource") or {}).get("subject") or {}).get("reference")
-                )
-                if ref and ref.startswith("Patient/"):
-                    ids[ref.removeprefix("Patient/")] = None
+        ids = patients_in(await self.client.search_resources("Condition", params))
         log.info("screening population found", extra={"patients": len(ids)})
-        return list(ids)
+        return sorted(ids)
 
     def _batch_requests(self, patient_ids: list[str]) -> list[str]:
         subjects = any_of(escape(f"Patient/{pid}") for pid in patient_ids)
@@ -89,31 +81,9 @@ class ServerSource:
         ]
 
     async def _fetch_batch(self, patient_ids: list[str]) -> RecordBuilder:
-        requests = self._batch_requests(patient_ids)
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "batch",
-            "entry": [{"request": {"method": "GET", "url": quote(url, safe="?=&_:/.-")}} for url in requests],
-        }
-        reply = await self.client.transaction(bundle, idempotent=True)
         builder = RecordBuilder()
-        for request, entry in zip(requests, reply.get("entry") or (), strict=False):
-            status = str((entry.get("response") or {}).get("status", ""))
-            page = entry.get("resource")
-            if not status.startswith("2") or not isinstance(page, dict):
-                raise FhirError(f"batch search {request.split('?')[0]} failed with status {status or 'none'}")
-            while True:
-                for item in page.get("entry") or ():
-                    if "resource" in item:
-                        builder.add(item["resource"])
-                next_url = next(
-                    (ln.get("url") for ln in page.get("link") or () if ln.get("relation") == "next"), None
-                )
-                if not next_url:
-                    break
-                page = await self.client.get_json(next_url)
-        if len(reply.get("entry") or ()) != len(requests):
-            raise FhirError("the server answered the batch with the wrong number of entries")
+        for resources in await self.client.batch_searches(self._batch_requests(patient_ids)):
+            builder.add_all(resources)
         return builder
 
     async def records(self, patient_ids: Iterable[str]) -> AsyncIterator[PatientRecord]:

@@ -1,0 +1,1 @@
+"""The worker: keeps screening a FHIR server and flags candidates back in it."""

@@ -1,0 +1,124 @@
+"""The worker's HTTP side: ``/healthz`` for operators and the rest-hook endpoint for FHIR Subscriptions.
+
+Notifications must carry the worker's secret (sent by the server from ``Subscription.channel.header``);
+a notification only queues patients for re-screening, it is never trusted as data: the worker reads
+the patient's record from the server itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from adapter.fhir.client import FhirClient
+from adapter.fhir.search import any_of
+from adapter.screening.record import SUBJECT_ELEMENT, patients_in
+from adapter.sources.server import observation_tokens, population_tokens
+
+from .loop import Worker
+
+log = logging.getLogger(__name__)
+
+NOTIFY_PATH = "/notify"
+MAX_NOTIFICATION_BYTES = 5_000_000
+
+
+def _outcome(status: int, code: str, text: str) -> JSONResponse:
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": text}],
+    }
+    return JSONResponse(body, status_code=status, media_type="application/fhir+json")
+
+
+def build_app(worker: Worker, notify_secret: str) -> Starlette:
+    async def healthz(request: Request) -> Response:
+        status = worker.status.as_dict() | {"counts": worker.state.counts()}
+        healthy = worker.status.consecutive_failures == 0
+        return JSONResponse(status, status_code=200 if healthy else 503)
+
+    async def notify(request: Request) -> Response:
+        supplied = request.headers.get("authorization", "")
+        if not hmac.compare_digest(supplied.encode(), f"Bearer {notify_secret}".encode()):
+            return _outcome(401, "login", "missing or wrong notification token")
+        body = await request.body()
+        if len(body) > MAX_NOTIFICATION_BYTES:
+            return _outcome(413, "too-long", "notification too large")
+        if not body.strip():
+            worker.notify_change()  # an empty (id-only) notification: poll now
+            return Response(status_code=200)
+        try:
+            resource = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _outcome(400, "structure", "notification body is not JSON")
+        resources = _resources_of(resource)
+        patients = patients_in(resources)
+        if patients:
+            log.info("subscription notification", extra={"patients": len(patients)})
+            worker.notify_patients(patients)
+        else:
+            worker.notify_change()
+        return Response(status_code=200)
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route(NOTIFY_PATH, notify, methods=["POST", "PUT"]),
+        Route(NOTIFY_PATH + "/{rest:path}", notify, methods=["POST", "PUT"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def _resources_of(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, dict):
+        return []
+    if value.get("resourceType") == "Bundle":
+        return [e["resource"] for e in value.get("entry") or () if isinstance(e, dict) and "resource" in e]
+    return [value]
+
+
+def subscription_criteria(worker: Worker) -> list[str]:
+    """What the worker subscribes to: new leukaemia Conditions, the Observations the criteria read, and
+    every other type whose changes can change a result (filtered by population on arrival)."""
+    definition = worker.definition
+    criteria = [
+        f"Condition?code={any_of(population_tokens(definition))}",
+        f"Observation?code={any_of(observation_tokens(definition))}",
+    ]
+    criteria += [f"{t}?" for t in SUBJECT_ELEMENT if t not in ("Condition", "Observation")]
+    return [*criteria, "Patient?"]
+
+
+async def ensure_subscriptions(client: FhirClient, worker: Worker, endpoint: str, secret: str) -> list[str]:
+    """Create (or refresh the secret of) one rest-hook Subscription per criterion; return their ids."""
+    existing = await client.search_resources("Subscription", {"url": endpoint, "_count": "200"})
+    by_criteria = {s.get("criteria"): s for s in existing if s.get("resourceType") == "Subscription"}
+    ids = []
+    for criteria in subscription_criteria(worker):
+        subscription: dict[str, Any] = {
+            "resourceType": "Subscription",
+            "status": "requested",
+            "reason": f"trial-adapter worker: re-screen {worker.definition.study} candidates on change",
+            "criteria": criteria,
+            "channel": {
+                "type": "rest-hook",
+                "endpoint": endpoint,
+                "payload": "application/fhir+json",
+                "header": [f"Authorization: Bearer {secret}"],
+            },
+        }
+        current = by_criteria.get(criteria)
+        if current is not None:
+            subscription["id"] = current["id"]
+            response = await client.request("PUT", f"Subscription/{current['id']}", json_body=subscription)
+        else:
+            response = await client.request("POST", "Subscription", json_body=subscription)
+        ids.append(response.json()["id"])
+    log.info("subscriptions in place", extra={"count": len(ids)})
+    return ids

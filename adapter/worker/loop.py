@@ -1,0 +1,228 @@
+"""The worker loop: a full screening, then incremental passes over what changed, flags written back.
+
+- A full pass runs at start and whenever the date changes (results depend on the as-of date).
+- An incremental pass asks, for the ALL population only, which patients' data changed since the
+  checkpoint (minus an overlap, so nothing falls between two polls), plus new leukaemia Conditions,
+  and re-screens just those patients. Cost grows with the ALL population, not the hospital.
+- Subscription notifications queue patients for an immediate targeted pass; polling stays the net.
+- The checkpoint advances only after a pass completed; a stop request (SIGTERM) finishes the current
+  patient and leaves the checkpoint where it was, so the next start repeats the unfinished work.
+- A server that stays down is reported in the status and retried next interval; the loop never exits
+  or spins on it (except with ``once``, where the error is the exit status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from adapter.fhir.client import FhirClient, FhirError
+from adapter.fhir.search import any_of, escape
+from adapter.flagging import Flagger
+from adapter.screening.engine import Screener
+from adapter.screening.record import SUBJECT_ELEMENT, patients_in
+from adapter.sources.server import PAGE_SIZE, ServerSource, population_tokens
+from mappings.criteria import CriteriaDefinition
+
+from .state import WorkerState, result_digest
+
+log = logging.getLogger(__name__)
+
+# The patient-pointing search parameter of each type whose changes can change a result.
+CHANGE_PARAMETERS = {"Patient": "_id", **{t: e for t, e in SUBJECT_ELEMENT.items()}}
+
+
+@dataclass
+class WorkerConfig:
+    interval: float = 300.0
+    overlap: float = 300.0
+    batch_size: int = 50
+    once: bool = False
+
+
+@dataclass
+class WorkerStatus:
+    state: str = "starting"
+    passes: int = 0
+    last_pass_started: str | None = None
+    last_pass_finished: str | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    screened: int = 0
+    flag_writes: int = 0
+    pending_notifications: int = 0
+    actions: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Worker:
+    def __init__(
+        self,
+        client: FhirClient,
+        definition: CriteriaDefinition,
+        state: WorkerState,
+        config: WorkerConfig | None = None,
+        *,
+        today: Callable[[], date] = date.today,
+    ) -> None:
+        self.client = client
+        self.definition = definition
+        self.state = state
+        self.config = config or WorkerConfig()
+        self.today = today
+        self.source = ServerSource(client, definition, batch_size=self.config.batch_size)
+        self.flagger = Flagger(client, definition.study)
+        self.status = WorkerStatus()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._pending: set[str] = set()
+
+    # --- control ----------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        log.info("stop requested; finishing the current patient")
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def notify_patients(self, patients: Iterable[str]) -> None:
+        """Queue patients (ids) for a prompt re-screen, e.g. from a subscription notification."""
+        self._pending.update(patients)
+        self.status.pending_notifications = len(self._pending)
+        self._wake.set()
+
+    def notify_change(self) -> None:
+        """A change without a payload: run an incremental pass now."""
+        self._wake.set()
+
+    async def run(self) -> int:
+        while not self.stopping:
+            try:
+                await self.run_pass()
+                self.status.consecutive_failures = 0
+                self.status.last_error = None
+            except FhirError as exc:
+                self.status.state = "error"
+                self.status.last_error = str(exc)
+                self.status.consecutive_failures += 1
+                log.error(
+                    "worker pass failed",
+                    extra={"error": type(exc).__name__, "failures": self.status.consecutive_failures},
+                )
+                if self.config.once:
+                    raise
+            if self.config.once:
+                break
+            self.status.state = "idle" if self.status.last_error is None else "error"
+            await self._sleep()
+        self.status.state = "stopped"
+        return 0
+
+    async def _sleep(self) -> None:
+        # A failing server is retried after the interval, not at once: wait, report, no spinning.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=self.config.interval)
+        self._wake.clear()
+
+    # --- passes -----------------------------------------------------------------------------------
+
+    async def run_pass(self) -> None:
+        as_of = self.today()
+        started = _now()
+        self.status.state = "screening"
+        self.status.last_pass_started = started.isoformat()
+        await self.flagger.prepare()
+        checkpoint = self.state.checkpoint()
+        full = checkpoint is None or self.state.get("full_pass_day") != as_of.isoformat()
+        notified, self._pending = self._pending, set()
+        self.status.pending_notifications = 0
+        try:
+            if full:
+                found = await self.source.population()
+                self.state.add_population(found)
+                targets = self.state.population()
+            else:
+                assert checkpoint is not None
+                targets = sorted(
+                    await self.changed_patients(checkpoint - timedelta(seconds=self.config.overlap))
+                    | notified
+                )
+            log.info("worker pass", extra={"full": full, "patients": len(targets)})
+            await self.screen_and_flag(targets, as_of)
+        except BaseException:
+            self._pending |= notified  # not lost: retried with the next pass
+            raise
+        if self.stopping:
+            self._pending |= notified
+            return  # unfinished: the checkpoint stays, the next start repeats this pass
+        self.state.set_checkpoint(started)
+        if full:
+            self.state.put("full_pass_day", as_of.isoformat())
+        self.status.passes += 1
+        self.status.last_pass_finished = _now().isoformat()
+
+    async def screen_and_flag(self, patient_ids: list[str], as_of: date) -> None:
+        if not patient_ids:
+            return
+        screener = Screener(self.definition, as_of)
+        async for record in self.source.records(patient_ids):
+            if self.stopping:
+                return
+            result = screener.screen(record)
+            self.status.screened += 1
+            digest = result_digest(result, as_of.isoformat())
+            if self.state.last_digest(result.patient) == digest:
+                continue  # same result as last time: no write
+            outcome = await self.flagger.apply(result)
+            self.status.actions[outcome.action] = self.status.actions.get(outcome.action, 0) + 1
+            if outcome.action not in ("unchanged", "not-flagged", "left-alone"):
+                self.status.flag_writes += 1
+            # Saved only after the flag is on the server: a crash in between repeats an idempotent flag.
+            self.state.record(result, digest, outcome.action, _now())
+
+    async def changed_patients(self, since: datetime) -> set[str]:
+        """Population patients with any relevant change since ``since``, and new ALL patients."""
+        stamp = since.astimezone(UTC).isoformat(timespec="seconds")
+        touched: set[str] = set()
+        new_params = [
+            ("code", any_of(population_tokens(self.definition))),
+            ("_lastUpdated", f"ge{stamp}"),
+            ("_elements", "subject"),
+            ("_count", str(PAGE_SIZE)),
+        ]
+        newcomers = patients_in(await self.client.search_resources("Condition", new_params))
+        if newcomers:
+            self.state.add_population(newcomers)
+            touched |= newcomers
+        population = self.state.population()
+        for start in range(0, len(population), self.config.batch_size):
+            touched |= await self._changed_in_batch(population[start : start + self.config.batch_size], stamp)
+        return touched
+
+    async def _changed_in_batch(self, patients: list[str], stamp: str) -> set[str]:
+        searches = []
+        for resource_type, parameter in CHANGE_PARAMETERS.items():
+            values = patients if parameter == "_id" else [f"Patient/{p}" for p in patients]
+            element = "id" if parameter == "_id" else parameter
+            searches.append(
+                f"{resource_type}?{parameter}={any_of(escape(v) for v in values)}"
+                f"&_lastUpdated=ge{stamp}&_elements={element}&_count={PAGE_SIZE}"
+            )
+        touched: set[str] = set()
+        for resources in await self.client.batch_searches(searches):
+            touched |= patients_in(resources)
+        return touched
