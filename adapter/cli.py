@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -39,6 +40,7 @@ relapsed/refractory T-ALL).
   publish   publish them to a FHIR server, idempotently (conditional updates)
   screen    screen patients against every eligibility criterion, from files or a FHIR server
   worker    keep screening a FHIR server and flag candidates back in it (ResearchSubject + Task)
+  serve     accept patient data pushed by integration engines, keep it safe, screen it
 
 Try:  trial-adapter screen --sample --as-of 2026-11-23 --format html --output report.html
 """
@@ -87,8 +89,17 @@ def _criteria(study: str | None) -> Any:
     return load_criteria(study_dir(study) / "criteria.yaml")
 
 
+def _auth(args: argparse.Namespace) -> Any:
+    """SMART Backend Services when asked for (settings from SMART_* variables), else a bearer token."""
+    if getattr(args, "smart", False):
+        from adapter.fhir.smart import smart_auth_from_env
+
+        return smart_auth_from_env(fhir_base_url=args.fhir_url)
+    return bearer_from(args.token_env, args.token_file)
+
+
 def _client(args: argparse.Namespace) -> FhirClient:
-    auth = bearer_from(args.token_env, args.token_file)
+    auth = _auth(args)
     return FhirClient(
         args.fhir_url,
         auth=auth,
@@ -134,7 +145,11 @@ def cmd_map(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from adapter.publish import publish
 
-    return asyncio.run(publish(args))
+    async def run() -> int:
+        async with _client(args) as client:
+            return await publish(client, args.study, args.dry_run)
+
+    return asyncio.run(run())
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -147,6 +162,71 @@ def cmd_worker(args: argparse.Namespace) -> int:
             return await run_worker(args, client, definition)
 
     return asyncio.run(run())
+
+
+def _api_keys(args: argparse.Namespace) -> dict[str, str]:
+    """API keys (key -> role) from SERVICE_API_KEYS ('key:role,...') and/or a file ('key role' lines)."""
+    entries = [e for e in os.environ.get("SERVICE_API_KEYS", "").split(",") if e.strip()]
+    if args.api_keys_file:
+        try:
+            entries += args.api_keys_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            raise CliError(f"cannot read API keys from {args.api_keys_file}") from None
+    keys = {}
+    for raw in entries:
+        parts = raw.replace(":", " ").split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        role = parts[1] if len(parts) > 1 else "push"
+        if role not in ("push", "admin") or len(parts[0]) < 16:
+            raise CliError("each API key needs at least 16 characters and a role of push or admin")
+        keys[parts[0]] = role
+    return keys
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from adapter.httpserver import EmbeddedServer, parse_listen
+    from adapter.service.app import ServiceSettings, create_app
+
+    keys = _api_keys(args)
+    if not keys and not args.dev_open:
+        raise CliError(
+            "no API keys configured: set SERVICE_API_KEYS or --api-keys-file (or --dev-open, development only)",
+            EXIT_USAGE,
+        )
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    settings = ServiceSettings(
+        fhir_url=args.fhir_url,
+        inbox_path=args.inbox,
+        api_keys=keys,
+        dev_open=args.dev_open,
+        max_body_bytes=args.max_body_bytes,
+        max_entries=args.max_entries,
+        process=not args.no_processing,
+        fhir_auth=_auth(args),
+    )
+    app = create_app(settings, _criteria(args.study))
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30
+    )
+    server = EmbeddedServer(config)
+
+    async def run() -> None:
+        # Our own signal handling: a graceful stop (the payload in hand finished) exits 0.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        await server.serve()
+
+    asyncio.run(run())
+    if not server.started:
+        raise CliError(f"the service could not start on {args.listen}")
+    return 0
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
@@ -190,6 +270,12 @@ def _server_options(parser: argparse.ArgumentParser, required: bool) -> None:
     )
     group.add_argument(
         "--token-file", type=Path, metavar="FILE", help="file whose first line is a bearer token"
+    )
+    group.add_argument(
+        "--smart",
+        action="store_true",
+        help="SMART Backend Services auth (client credentials, private_key_jwt); set SMART_CLIENT_ID, "
+        "SMART_PRIVATE_KEY_FILE, and optionally SMART_TOKEN_URL (else discovered), SMART_KEY_ID, SMART_SCOPE",
     )
     group.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="per-request timeout")
     group.add_argument(
@@ -294,6 +380,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="the URL the FHIR server reaches this worker at (default http://HOST:PORT of --listen)",
     )
     p_worker.set_defaults(func=cmd_worker)
+
+    p_serve = commands.add_parser(
+        "serve",
+        help="accept patient data pushed by integration engines, store it durably, screen it",
+        description="A FHIR-style HTTP API (POST /fhir with a Bundle, POST /fhir/{type}, "
+        "POST /fhir/ResearchStudy/$screen). Accepted data is committed to an SQLite inbox before the "
+        "202, then forwarded to the FHIR server, screened and flagged. API keys come from "
+        "SERVICE_API_KEYS ('key:role,...', role push or admin) or --api-keys-file, never from flags.",
+    )
+    _server_options(p_serve, required=True)
+    p_serve.add_argument(
+        "--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="default 127.0.0.1:8080"
+    )
+    p_serve.add_argument(
+        "--inbox",
+        type=Path,
+        default=Path(".trial-adapter/inbox.sqlite"),
+        metavar="FILE",
+        help="SQLite inbox file",
+    )
+    p_serve.add_argument(
+        "--api-keys-file", type=Path, metavar="FILE", help="API keys, one 'key role' per line"
+    )
+    p_serve.add_argument(
+        "--dev-open", action="store_true", help="DEVELOPMENT ONLY: accept requests without credentials"
+    )
+    p_serve.add_argument(
+        "--max-body-bytes", type=int, default=20_000_000, metavar="N", help="request size limit"
+    )
+    p_serve.add_argument("--max-entries", type=int, default=10_000, metavar="N", help="Bundle entry limit")
+    p_serve.add_argument(
+        "--no-processing",
+        action="store_true",
+        help="accept and store only (maintenance); process on the next start",
+    )
+    p_serve.set_defaults(func=cmd_serve)
     return parser
 
 

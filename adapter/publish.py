@@ -8,14 +8,12 @@ all in one transaction, which a retry may safely resend.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from adapter.fhir.auth import bearer_from
 from adapter.fhir.client import FhirClient, FhirError
 from mappings.criteria import load_criteria
 from mappings.resources import build_study_resources, rewrite_references, transaction_bundle
@@ -103,31 +101,22 @@ def describe(change: PlannedChange) -> str:
     return f"{change.action:<9} {target}{extra}"
 
 
-async def publish(args: argparse.Namespace) -> int:
-    folder = study_dir(args.study)
+async def publish(client: FhirClient, study: str | None, dry_run: bool) -> int:
+    folder = study_dir(study)
     built = build_study_resources(load_study(folder / "study.json"), load_criteria(folder / "criteria.yaml"))
-    bundle = transaction_bundle(built)
-    auth = bearer_from(args.token_env, args.token_file)
-    async with FhirClient(
-        args.fhir_url,
-        auth=auth,
-        timeout=args.timeout,
-        url_aliases=args.url_alias or [],
-        verify=not args.insecure,
-    ) as client:
-        changes = await plan(client, bundle)
-        for change in changes:
-            print(describe(change))
-        tx = transaction_for(changes)
-        if args.dry_run:
-            print("dry run: nothing was written", file=sys.stderr)
-            return 0
-        if tx is None:
-            print("the server already holds these resources: nothing to do", file=sys.stderr)
-            return 0
-        reply = await client.transaction(tx, idempotent=True)
-        for entry in reply.get("entry") or ():
-            response = entry.get("response") or {}
-            print(f"{response.get('status', '?'):<12} {response.get('location', '')}")
-        log.info("study published", extra={"written": len(tx["entry"])})
+    changes = await plan(client, transaction_bundle(built))
+    for change in changes:
+        print(describe(change))
+    tx = transaction_for(changes)
+    if dry_run:
+        print("dry run: nothing was written", file=sys.stderr)
+        return 0
+    if tx is None:
+        print("the server already holds these resources: nothing to do", file=sys.stderr)
+        return 0
+    reply = await client.transaction(tx, idempotent=True)
+    for entry in reply.get("entry") or ():
+        response = entry.get("response") or {}
+        print(f"{response.get('status', '?'):<12} {response.get('location', '')}")
+    log.info("study published", extra={"written": len(tx["entry"])})
     return 0

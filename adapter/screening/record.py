@@ -150,3 +150,16 @@ def patients_in(resources: Iterable[dict[str, Any]]) -> set[str]:
         if ref and ref.startswith("Patient/"):
             out.add(ref.removeprefix("Patient/"))
     return out
+
+
+def resources_in(value: Any) -> list[dict[str, Any]]:
+    """The resources of a Bundle's entries, or the resource itself (e.g. a notification payload)."""
+    if not isinstance(value, dict):
+        return []
+    if value.get("resourceType") == "Bundle":
+        return [
+            e["resource"]
+            for e in value.get("entry") or ()
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+        ]
+    return [value]

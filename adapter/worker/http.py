@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from adapter.fhir.client import FhirClient
 from adapter.fhir.search import any_of
-from adapter.screening.record import SUBJECT_ELEMENT, patients_in
+from adapter.screening.record import SUBJECT_ELEMENT, patients_in, resources_in
 from adapter.sources.server import observation_tokens, population_tokens
 
 from .loop import Worker
@@ -58,7 +58,7 @@ def build_app(worker: Worker, notify_secret: str) -> Starlette:
             resource = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _outcome(400, "structure", "notification body is not JSON")
-        resources = _resources_of(resource)
+        resources = resources_in(resource)
         patients = patients_in(resources)
         if patients:
             log.info("subscription notification", extra={"patients": len(patients)})
@@ -73,14 +73,6 @@ def build_app(worker: Worker, notify_secret: str) -> Starlette:
         Route(NOTIFY_PATH + "/{rest:path}", notify, methods=["POST", "PUT"]),
     ]
     return Starlette(routes=routes)
-
-
-def _resources_of(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, dict):
-        return []
-    if value.get("resourceType") == "Bundle":
-        return [e["resource"] for e in value.get("entry") or () if isinstance(e, dict) and "resource" in e]
-    return [value]
 
 
 def subscription_criteria(worker: Worker) -> list[str]:

@@ -1,0 +1,163 @@
+"""Checking pushed input before it is accepted: JSON, FHIR structure, limits, references.
+
+Every failure is an ``InputError`` that becomes a 4xx OperationOutcome naming the problem; nothing of
+a rejected payload is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+# What the service accepts: the data screening reads, and what engines commonly send with it.
+ACCEPTED_TYPES = frozenset(
+    {
+        "Patient",
+        "Condition",
+        "Observation",
+        "Procedure",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Medication",
+        "Immunization",
+        "Encounter",
+        "DiagnosticReport",
+        "Specimen",
+        "AllergyIntolerance",
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "Location",
+    }
+)
+BUNDLE_TYPES = frozenset({"transaction", "batch", "collection"})
+ACCEPTED_METHODS = frozenset({"POST", "PUT"})
+
+
+class InputError(ValueError):
+    def __init__(self, status: int, code: str, message: str, expression: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code  # an OperationOutcome issue-type code
+        self.expression = expression
+
+    def outcome(self) -> dict[str, Any]:
+        issue: dict[str, Any] = {"severity": "error", "code": self.code, "diagnostics": str(self)}
+        if self.expression:
+            issue["expression"] = [self.expression]
+        return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(400, "structure", f"body is not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            400, "structure", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise InputError(400, "structure", "JSON nested too deeply") from None
+
+
+def _model_check(resource: dict[str, Any], where: str) -> None:
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str):
+        raise InputError(422, "structure", f"{where}: no resourceType", where)
+    try:
+        model = get_fhir_model_class(rtype)
+    except (KeyError, ValueError):
+        raise InputError(422, "not-supported", f"{where}: unknown resource type {rtype!r}", where) from None
+    if rtype not in ACCEPTED_TYPES:
+        raise InputError(422, "not-supported", f"{where}: resource type {rtype} is not accepted", where)
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(p) for p in first["loc"] if p != "__root__")
+        raise InputError(
+            422,
+            "invalid",
+            f"{where}: {rtype}.{path}: {first['msg']}" if path else f"{where}: {first['msg']}",
+            where,
+        ) from None
+    except RecursionError:
+        raise InputError(422, "structure", f"{where}: nested too deeply", where) from None
+
+
+def _references(value: Any) -> list[str]:
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = item.get("reference")
+            if isinstance(ref, str):
+                found.append(ref)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def check_bundle(data: Any, max_entries: int) -> dict[str, Any]:
+    """A pushed Bundle, checked; raises InputError naming the first problem."""
+    if not isinstance(data, dict) or "resourceType" not in data:
+        raise InputError(400, "structure", "expected a FHIR resource (a JSON object with resourceType)")
+    if data["resourceType"] != "Bundle":
+        raise InputError(422, "invalid", f"expected a Bundle, got {data['resourceType']!r}")
+    if data.get("type") not in BUNDLE_TYPES:
+        raise InputError(
+            422, "invalid", f"Bundle.type must be one of {', '.join(sorted(BUNDLE_TYPES))}", "Bundle.type"
+        )
+    entries = data.get("entry") or []
+    if not isinstance(entries, list):
+        raise InputError(422, "structure", "Bundle.entry must be a list", "Bundle.entry")
+    if not entries:
+        raise InputError(422, "required", "the Bundle has no entries", "Bundle.entry")
+    if len(entries) > max_entries:
+        raise InputError(
+            413, "too-long", f"the Bundle has {len(entries)} entries; the limit is {max_entries}"
+        )
+    full_urls: set[str] = set()
+    for index, entry in enumerate(entries):
+        where = f"Bundle.entry[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+            raise InputError(422, "required", f"{where}: no resource", where)
+        request = entry.get("request")
+        if isinstance(request, dict) and request.get("method") not in ACCEPTED_METHODS:
+            raise InputError(
+                422,
+                "not-supported",
+                f"{where}: request method {request.get('method')!r} is not accepted",
+                where,
+            )
+        full_url = entry.get("fullUrl")
+        if full_url is not None:
+            if not isinstance(full_url, str):
+                raise InputError(422, "invalid", f"{where}: fullUrl must be a string", where)
+            if full_url in full_urls:
+                raise InputError(422, "duplicate", f"{where}: duplicate fullUrl {full_url}", where)
+            full_urls.add(full_url)
+        _model_check(entry["resource"], f"{where}.resource")
+    for index, entry in enumerate(entries):
+        for ref in _references(entry["resource"]):
+            if ref.startswith(("urn:uuid:", "urn:oid:")) and ref not in full_urls:
+                where = f"Bundle.entry[{index}].resource"
+                raise InputError(
+                    422, "not-found", f"{where}: reference {ref} points at no entry of the Bundle", where
+                )
+    return data
+
+
+def check_resource(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict) or "resourceType" not in data:
+        raise InputError(400, "structure", "expected a FHIR resource (a JSON object with resourceType)")
+    _model_check(data, data["resourceType"] if isinstance(data["resourceType"], str) else "resource")
+    return data
