@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapter.fault_points import crash_point
 from adapter.fhir.client import Auth, FhirClient
 from adapter.screening.engine import Screener
 from adapter.screening.record import RecordBuilder
@@ -147,6 +148,11 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = FhirClient(settings.fhir_url, auth=settings.fhir_auth)
         inbox = Inbox(settings.inbox_path)
+        recovered = inbox.recover()
+        if recovered:
+            log.warning(
+                "payloads interrupted by a previous stop are processed again", extra={"count": recovered}
+            )
         processor = Processor(client, definition, inbox)
         state.update(client=client, inbox=inbox, processor=processor)
         task = asyncio.create_task(processor.run()) if settings.process else None
@@ -219,6 +225,7 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
 
     async def store(kind: str, body: bytes, key: str | None) -> tuple[str, bool]:
         item_id, created = await asyncio.to_thread(state["inbox"].accept, kind, body, key)
+        crash_point("service-after-accept")
         if created:
             state["processor"].wake()
             log.info("payload accepted", extra={"item": item_id, "kind": kind})

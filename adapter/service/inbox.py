@@ -89,6 +89,18 @@ class Inbox:
                 raise
         return item_id, True
 
+    def recover(self) -> int:
+        """At start-up: items a previous (crashed) process was processing are ready again at once.
+        One service process owns an inbox file; leases guard against stalls within it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            cursor = self._db.execute(
+                "UPDATE inbox SET state = 'accepted', lease_until = NULL, not_before = ? WHERE state = 'processing'",
+                (time.time(),),
+            )
+            self._db.execute("COMMIT")
+        return cursor.rowcount
+
     def claim(self, lease_seconds: float) -> InboxItem | None:
         """The oldest ready item (accepted, or processing with an expired lease), leased to the caller."""
         now = time.time()

@@ -18,6 +18,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import parse_qsl
 
+from adapter.fault_points import crash_point
 from adapter.fhir.client import FhirClient, FhirError, FhirHttpError
 from adapter.flagging import Flagger, StudyNotPublished
 from adapter.screening.engine import Screener
@@ -93,6 +94,7 @@ class Processor:
             log.exception("payload processing failed", extra={"item": item.id})
             await asyncio.to_thread(self.inbox.dead, item.id, f"internal error ({type(exc).__name__})")
             return
+        crash_point("service-after-flag")
         await asyncio.to_thread(self.inbox.done, item.id, result)
         self.processed += 1
         log.info("payload processed", extra={"item": item.id, "patients": len(result.get("patients", []))})
@@ -116,6 +118,7 @@ class Processor:
         if item.kind == "bundle":
             transaction = to_transaction(payload)
             reply = await self.client.transaction(transaction, idempotent=True)
+            crash_point("service-after-forward")
             forwarded = len(transaction["entry"])
             patients, conditional = touched_patients(transaction, reply)
             for search in sorted(conditional):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from adapter.fault_points import crash_point
 from adapter.fhir.client import FhirClient, FhirError
 from adapter.fhir.search import any_of, escape
 from adapter.flagging import Flagger
@@ -187,7 +188,9 @@ class Worker:
             digest = result_digest(result, as_of.isoformat())
             if self.state.last_digest(result.patient) == digest:
                 continue  # same result as last time: no write
+            crash_point("worker-before-flag")
             outcome = await self.flagger.apply(result)
+            crash_point("worker-after-flag-write")
             self.status.actions[outcome.action] = self.status.actions.get(outcome.action, 0) + 1
             if outcome.action not in ("unchanged", "not-flagged", "left-alone"):
                 self.status.flag_writes += 1
