@@ -36,6 +36,7 @@ hapi-run: install hapi
 test: install hapi
 	$(BIN)/ruff check adapter mappings tests
 	$(BIN)/ruff format --check adapter mappings tests
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 unit: install
@@ -44,6 +45,7 @@ unit: install
 lint: install
 	$(BIN)/ruff check adapter mappings tests
 	$(BIN)/ruff format --check adapter mappings tests
+	$(BIN)/mypy
 
 # Recompile the FSH profiles (needs Node 20 + npm); the compiled JSON is committed.
 profiles:

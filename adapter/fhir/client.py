@@ -57,6 +57,21 @@ class FhirPagingError(FhirError):
     pass
 
 
+class FhirInvalidResponse(FhirError):
+    """A successful status whose body is not the JSON it should be (e.g. cut short, or an HTML page)."""
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        request = response.request
+        raise FhirInvalidResponse(
+            f"invalid JSON in the HTTP {response.status_code} answer to {request.method} {request.url.path} "
+            f"({len(response.content)} bytes)"
+        ) from None
+
+
 class FhirHttpError(FhirError):
     def __init__(
         self,
@@ -328,7 +343,7 @@ class FhirClient(AsyncFHIRClient):
         response = await self.request(
             method, path, params=_flatten(params), json_body=data, headers=extra_headers
         )
-        parsed = response.json() if response.content else None
+        parsed = _json(response) if response.content else None
         return (parsed, response.status_code) if returning_status else parsed
 
     # --- conveniences -----------------------------------------------------------------------------
@@ -337,7 +352,7 @@ class FhirClient(AsyncFHIRClient):
         self, path: str, params: Mapping[str, Any] | list[tuple[str, str]] | None = None
     ) -> Any:
         response = await self.request("GET", path, params=params)
-        return response.json()
+        return _json(response)
 
     async def pages(
         self, path: str, params: Mapping[str, Any] | list[tuple[str, str]] | None = None
@@ -408,7 +423,7 @@ class FhirClient(AsyncFHIRClient):
         """POST a transaction/batch Bundle to the base. Pass ``idempotent=True`` only for one made of
         conditional or PUT requests, which may safely be resent after a lost answer."""
         response = await self.request("POST", "", json_body=bundle, idempotent=idempotent)
-        return response.json()
+        return _json(response)
 
 
 def _flatten(params: dict | None) -> list[tuple[str, str]] | None:

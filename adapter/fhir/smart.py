@@ -194,7 +194,10 @@ class SmartBackendAuth:
             raise SmartConfigError("a SMART token URL (or a FHIR base URL to discover it from) is required")
         key = _load_key(private_key_pem)
         self.algorithm: Algorithm = _choose_algorithm(key, algorithm)
-        self._key = key  # never the PEM text; a key object's repr shows no key material
+        # Only RSA and EC keys pass _choose_algorithm. Never the PEM text: a key object's repr shows no key.
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise SmartConfigError("the private key must be RSA (RS384) or EC P-384 (ES384)")
+        self._key = key
         self.token_url: str | None = _check_url(token_url, "token URL") if token_url else None
         self.fhir_base_url = fhir_base_url.rstrip("/") if fhir_base_url else None
         self.client_id = client_id.strip()

@@ -262,7 +262,9 @@ class Screener:
     def _condition(self, clause: ConditionClause, record: PatientRecord) -> Outcome:
         sets = [self.definition.concepts[name] for name in clause.concepts]
         site = self.definition.concepts[clause.body_site] if clause.body_site else None
-        present, uncertain, past = [], [], []
+        present: list[dict[str, Any]] = []
+        uncertain: list[dict[str, Any]] = []
+        past: list[dict[str, Any]] = []
         for condition in self._conditions(record):
             if not any(s.matching_coding(_code_of(condition)) for s in sets):
                 continue
@@ -452,7 +454,9 @@ class Screener:
     def _medication(self, clause: MedicationClause, record: PatientRecord) -> Outcome:
         sets = [self.definition.concepts[name] for name in clause.concepts]
         routes = self.definition.concepts[clause.exclude_routes] if clause.exclude_routes else None
-        present, uncertain, past = [], [], []
+        present: list[dict[str, Any]] = []
+        uncertain: list[dict[str, Any]] = []
+        past: list[dict[str, Any]] = []
         for resource in (*record.of_type("MedicationRequest"), *record.of_type("MedicationStatement")):
             concept = self._medication_concept(resource, record)
             if not any(s.matching_coding(concept) for s in sets):
@@ -648,7 +652,9 @@ def _upper_limit(obs: dict[str, Any], patient: dict[str, Any], as_of: date) -> t
         applies = {c.get("code") for a in ref_range.get("appliesTo") or () for c in a.get("coding") or ()}
         sexes = applies & {"male", "female", "248153007", "248152002"}
         if sexes:  # a sex-specific range never applies to a patient of unknown sex
-            wanted = {"male": {"male", "248153007"}, "female": {"female", "248152002"}}.get(gender, set())
+            wanted = {"male": {"male", "248153007"}, "female": {"female", "248152002"}}.get(
+                str(gender), set()
+            )
             if not sexes & wanted:
                 continue
         age_range = ref_range.get("age")

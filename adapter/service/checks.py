@@ -12,6 +12,8 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from adapter.sources.files import FhirJsonError, loads_fhir_json
+
 # What the service accepts: the data screening reads, and what engines commonly send with it.
 ACCEPTED_TYPES = frozenset(
     {
@@ -57,11 +59,13 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise InputError(400, "structure", f"body is not UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text)
+        return loads_fhir_json(text)
     except json.JSONDecodeError as exc:
         raise InputError(
             400, "structure", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except FhirJsonError as exc:  # NaN, Infinity, numbers out of range: not FHIR JSON
+        raise InputError(400, "structure", f"invalid FHIR JSON: {exc}") from None
     except RecursionError:
         raise InputError(400, "structure", "JSON nested too deeply") from None
 
@@ -73,7 +77,9 @@ def _model_check(resource: dict[str, Any], where: str) -> None:
     try:
         model = get_fhir_model_class(rtype)
     except (KeyError, ValueError):
-        raise InputError(422, "not-supported", f"{where}: unknown resource type {rtype!r}", where) from None
+        raise InputError(
+            422, "not-supported", f"{where}: unknown resource type {rtype[:100]!r}", where
+        ) from None
     if rtype not in ACCEPTED_TYPES:
         raise InputError(422, "not-supported", f"{where}: resource type {rtype} is not accepted", where)
     try:
@@ -111,10 +117,18 @@ def check_bundle(data: Any, max_entries: int) -> dict[str, Any]:
     if not isinstance(data, dict) or "resourceType" not in data:
         raise InputError(400, "structure", "expected a FHIR resource (a JSON object with resourceType)")
     if data["resourceType"] != "Bundle":
-        raise InputError(422, "invalid", f"expected a Bundle, got {data['resourceType']!r}")
-    if data.get("type") not in BUNDLE_TYPES:
+        raise InputError(422, "invalid", f"expected a Bundle, got {str(data['resourceType'])[:100]!r}")
+    if not isinstance(data.get("type"), str) or data["type"] not in BUNDLE_TYPES:
         raise InputError(
             422, "invalid", f"Bundle.type must be one of {', '.join(sorted(BUNDLE_TYPES))}", "Bundle.type"
+        )
+    identifier = data.get("identifier")
+    if identifier is not None and not (
+        isinstance(identifier, dict)
+        and all(isinstance(identifier.get(k, ""), str) for k in ("system", "value"))
+    ):
+        raise InputError(
+            422, "invalid", "Bundle.identifier must be an Identifier (system, value)", "Bundle.identifier"
         )
     entries = data.get("entry") or []
     if not isinstance(entries, list):
@@ -131,11 +145,13 @@ def check_bundle(data: Any, max_entries: int) -> dict[str, Any]:
         if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
             raise InputError(422, "required", f"{where}: no resource", where)
         request = entry.get("request")
-        if isinstance(request, dict) and request.get("method") not in ACCEPTED_METHODS:
+        if isinstance(request, dict) and not (
+            isinstance(request.get("method"), str) and request["method"] in ACCEPTED_METHODS
+        ):
             raise InputError(
                 422,
                 "not-supported",
-                f"{where}: request method {request.get('method')!r} is not accepted",
+                f"{where}: request method {str(request.get('method'))[:20]!r} is not accepted",
                 where,
             )
         full_url = entry.get("fullUrl")

@@ -79,7 +79,7 @@ def touched_patients(transaction: dict[str, Any], reply: dict[str, Any]) -> tupl
         resource = entry["resource"]
         rtype = resource["resourceType"]
         if rtype == "Patient":
-            ref = located.get(entry["fullUrl"])
+            ref = located.get(entry["fullUrl"]) or ""
         elif rtype in SUBJECT_ELEMENT:
             raw = (resource.get(SUBJECT_ELEMENT[rtype]) or {}).get("reference") or ""
             ref = located.get(raw, raw)

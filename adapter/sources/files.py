@@ -1,17 +1,90 @@
-"""Patient data from files: a FHIR Bundle (JSON) or a directory of Bulk Data ``$export`` NDJSON files."""
+"""Patient data from files: a FHIR Bundle (JSON) or a directory of Bulk Data ``$export`` NDJSON files.
+
+Files are an edge like the ingestion service: what screening reads is checked here, so a broken file
+ends with one error naming the file, the entry (or line) and the problem, never with a crash deep in
+screening or a report built from half-understood data.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from adapter.screening.record import RecordBuilder
+from adapter.screening.record import SUBJECT_ELEMENT, RecordBuilder
+
+#: Types screening reads: validated against the FHIR R4 model. Other known types are skipped unread.
+SCREENED_TYPES = frozenset({"Patient", "Medication", *SUBJECT_ELEMENT})
+_MAX_NUMBER_DIGITS = 308  # beyond float range: FHIR values that large are broken data
 
 
 class SourceError(ValueError):
     """The input cannot be read; the message names the file (and line) and the problem."""
+
+
+class FhirJsonError(ValueError):
+    """JSON that FHIR does not allow: NaN, Infinity, or a number out of range."""
+
+
+def _no_constant(name: str) -> Any:
+    raise FhirJsonError(f"{name} is not a number FHIR JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise FhirJsonError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_NUMBER_DIGITS:
+        raise FhirJsonError(f"integer of {len(text)} digits is out of range")
+    return int(text)
+
+
+def loads_fhir_json(text: str | bytes) -> Any:
+    """``json.loads`` for FHIR JSON: NaN, Infinity and out-of-range numbers raise ``FhirJsonError``."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_bounded_int)
+
+
+def fhir_problem(resource: dict[str, Any], validate: bool = True) -> str | None:
+    """The first FHIR R4 structure problem of a resource (``Observation.status: Field required``)."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
+    rtype = resource["resourceType"]
+    try:
+        model = get_fhir_model_class(rtype)
+    except (KeyError, ValueError):
+        return f"unknown resource type {rtype[:100]!r}"
+    if not validate:
+        return None
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(p) for p in first["loc"] if p != "__root__")
+        return f"{rtype}.{path}: {first['msg']}" if path else f"{rtype}: {first['msg']}"
+    except RecursionError:
+        return f"{rtype}: nested too deeply"
+    return None
+
+
+def references_in(value: Any) -> Iterator[str]:
+    """Every ``reference`` string anywhere in a resource (iterative: deep nesting cannot overflow)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = item.get("reference")
+            if isinstance(ref, str):
+                yield ref
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _resource(value: Any, where: str) -> dict[str, Any]:
@@ -20,16 +93,27 @@ def _resource(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _checked(value: Any, where: str) -> dict[str, Any]:
+    """A resource screening can rely on: known type, and valid FHIR R4 when screening reads it."""
+    resource = _resource(value, where)
+    problem = fhir_problem(resource, validate=resource["resourceType"] in SCREENED_TYPES)
+    if problem:
+        raise SourceError(f"{where}: {problem}")
+    return resource
+
+
 def _read_json(path: Path) -> Any:
     try:
         with path.open("rb") as handle:
-            return json.load(handle)
+            return loads_fhir_json(handle.read())
     except UnicodeDecodeError:
         raise SourceError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise SourceError(
             f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except FhirJsonError as exc:
+        raise SourceError(f"{path}: invalid FHIR JSON: {exc}") from None
     except RecursionError:
         raise SourceError(f"{path}: JSON nested too deeply") from None
     except OSError as exc:
@@ -40,7 +124,7 @@ def bundle_entries(bundle: Any, where: str) -> Iterator[tuple[dict[str, Any], st
     """(resource, fullUrl) for each entry of a Bundle."""
     bundle = _resource(bundle, where)
     if bundle["resourceType"] != "Bundle":
-        raise SourceError(f"{where}: expected a Bundle, got {bundle['resourceType']}")
+        raise SourceError(f"{where}: expected a Bundle, got {bundle['resourceType'][:100]}")
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise SourceError(f"{where}: Bundle.entry must be a list")
@@ -54,21 +138,49 @@ def bundle_entries(bundle: Any, where: str) -> Iterator[tuple[dict[str, Any], st
         )
 
 
+def _bundle_resources(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """A Bundle file's resources, checked: valid FHIR, unique fullUrls (bdl-7), urn references resolved."""
+    bundle = _read_json(path)
+    history = isinstance(bundle, dict) and bundle.get("type") == "history"
+    seen: set[tuple[str, Any]] = set()
+    entries = list(bundle_entries(bundle, str(path)))
+    full_urls = {full_url for _, full_url in entries if full_url}
+    for index, (resource, full_url) in enumerate(entries):
+        where = f"{path}: entry {index}"
+        _checked(resource, where)
+        if full_url and not history:
+            version = (resource.get("meta") or {}).get("versionId")
+            if (full_url, version) in seen:
+                raise SourceError(f"{where}: duplicate fullUrl {full_url[:200]}")
+            seen.add((full_url, version))
+        for ref in references_in(resource):
+            if ref.startswith(("urn:uuid:", "urn:oid:")) and ref not in full_urls:
+                raise SourceError(f"{where}: reference {ref[:200]} points at no entry of the Bundle")
+        yield resource, full_url
+
+
 def _ndjson(path: Path) -> Iterator[dict[str, Any]]:
     try:
         with path.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 if not raw.strip():
                     continue
+                where = f"{path}:{number}"
                 try:
-                    value = json.loads(raw)
+                    value = loads_fhir_json(raw)
                 except UnicodeDecodeError:
-                    raise SourceError(f"{path}:{number}: not UTF-8 text") from None
+                    raise SourceError(f"{where}: not UTF-8 text") from None
                 except json.JSONDecodeError as exc:
-                    raise SourceError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
+                    raise SourceError(f"{where}: invalid JSON: {exc.msg}") from None
+                except FhirJsonError as exc:
+                    raise SourceError(f"{where}: invalid FHIR JSON: {exc}") from None
                 except RecursionError:
-                    raise SourceError(f"{path}:{number}: JSON nested too deeply") from None
-                yield _resource(value, f"{path}:{number}")
+                    raise SourceError(f"{where}: JSON nested too deeply") from None
+                resource = _checked(value, where)
+                for ref in references_in(resource):
+                    if ref.startswith(("urn:uuid:", "urn:oid:")):
+                        raise SourceError(f"{where}: reference {ref[:200]} cannot be resolved in NDJSON")
+                yield resource
     except OSError as exc:
         raise SourceError(f"{path}: cannot read: {exc.strerror}") from None
 
@@ -88,7 +200,7 @@ def load_records(path: Path) -> RecordBuilder:
             for resource in _ndjson(path):
                 builder.add(resource)
         else:
-            for resource, full_url in bundle_entries(_read_json(path), str(path)):
+            for resource, full_url in _bundle_resources(path):
                 builder.add(resource, full_url)
     else:
         raise SourceError(f"{path}: no such file or directory")
