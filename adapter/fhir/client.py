@@ -330,7 +330,7 @@ class FhirClient(AsyncFHIRClient):
 
     # --- fhirpy integration -------------------------------------------------------------------------
 
-    async def _do_request(  # type: ignore[override]
+    async def _do_request(
         self,
         method: str,
         path: str,
