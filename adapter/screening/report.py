@@ -10,6 +10,11 @@ import json
 from .results import PatientResult, ScreeningReport
 
 FORMATS = ("json", "csv", "html")
+MANUAL_REASON = "requires manual review"
+
+
+def _reason(patient: PatientResult, criterion_id: str) -> str:
+    return next((c.reason for c in patient.criteria if c.id == criterion_id), "")
 
 
 def render(report: ScreeningReport, fmt: str) -> str:
@@ -81,10 +86,18 @@ def to_html(report: ScreeningReport) -> str:
         f"{summary.not_eligible} not eligible. Candidates are listed first. A candidate is a patient that no "
         "criterion rules out: every <span class='unknown'>unknown</span> criterion still needs the study "
         "team's review.</p>",
-        "<table><tr><th>Patient</th><th>Status</th><th>Unknown criteria</th><th>Ruled out by</th></tr>",
     ]
+    # Criteria that are unknown for everyone only because a person must judge them: say so once.
+    manual = [c.id for c in ordered[0].criteria if c.reason == MANUAL_REASON] if ordered else []
+    manual = [cid for cid in manual if all(_reason(p, cid) == MANUAL_REASON for p in ordered)]
+    if manual:
+        parts.append(f"<p>Always for the study team's judgement: {', '.join(manual)}.</p>")
+    parts.append(
+        "<table><tr><th>Patient</th><th>Status</th><th>Unknown (data missing, unclear or partly manual)</th>"
+        "<th>Ruled out by</th></tr>"
+    )
     for p in ordered:
-        unknown = ", ".join(c.id for c in p.unknown_criteria())
+        unknown = ", ".join(c.id for c in p.unknown_criteria() if c.id not in manual)
         deciding = ", ".join(c.id for c in p.deciding_criteria())
         anchor = html.escape(p.patient.replace("/", "-"))
         parts.append(
