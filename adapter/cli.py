@@ -209,6 +209,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_entries=args.max_entries,
         process=not args.no_processing,
         fhir_auth=_auth(args),
+        timeout=args.timeout,
+        url_aliases=args.url_alias or [],
+        verify_tls=not args.insecure,
     )
     app = create_app(settings, _criteria(args.study))
     config = uvicorn.Config(

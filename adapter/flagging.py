@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from adapter.fhir.client import FhirClient, FhirError, FhirPreconditionFailed
+from adapter.fhir.client import FhirClient, FhirConflict, FhirError, FhirPreconditionFailed
 from adapter.fhir.search import token
 from adapter.screening.results import PatientResult
 
@@ -161,8 +161,9 @@ class Flagger:
         for attempt in range(3):
             try:
                 return await self._apply_once(result)
-            except FhirPreconditionFailed:
-                # Someone changed the ResearchSubject or Task between our read and write: read again.
+            except (FhirPreconditionFailed, FhirConflict):
+                # The ResearchSubject or Task changed between our read and write (a person, or our own
+                # earlier write whose answer was lost): read again and decide afresh.
                 log.info(
                     "flag write raced a change, retrying",
                     extra={"patient": result.patient, "attempt": attempt},

@@ -11,6 +11,7 @@ structure that v2 keeps as free text (dose levels are prose in the arm descripti
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ class _Open(BaseModel):
 class _Closed(BaseModel):
     """The adapter's own annotations: a typo must fail loudly."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- protocolSection (ClinicalTrials.gov API v2) -------------------------------------------------
@@ -254,7 +255,8 @@ def parse_eligibility_text(text: str) -> dict[str, str]:
 def study_dir(nct: str | None = None, root: Path | None = None) -> Path:
     """The folder of a study (``study.json`` + ``criteria.yaml``), by default NCT06849401's."""
     name = nct or DEFAULT_STUDY
-    base = root or STUDIES_ROOT
+    # Studies kept outside the package: TRIAL_ADAPTER_STUDIES names a folder of study folders.
+    base = root or Path(os.environ.get("TRIAL_ADAPTER_STUDIES") or STUDIES_ROOT)
     if not _FOLDER.match(name):
         raise StudyDefinitionError(f"invalid study name {name!r}: expected a folder name such as NCT06849401")
     folder = base / name
@@ -288,9 +290,17 @@ def load_study(path: Path | str) -> Study:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise StudyDefinitionError(f"{path}: cannot read study file: {reason}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise StudyDefinitionError(
             f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise StudyDefinitionError(f"{path}: not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer beyond Python's digit limit
+        raise StudyDefinitionError(f"{path}: not valid JSON: {exc}") from None
     return parse_study(data, str(path))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")

@@ -127,6 +127,10 @@ class FhirPreconditionFailed(FhirHttpError, MultipleResourcesFound):
     pass
 
 
+class FhirConflict(FhirHttpError):
+    """409: e.g. an If-Match on a version that is no longer current (HAPI answers that with 409)."""
+
+
 class FhirOperationError(FhirHttpError, OperationOutcome):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         FhirHttpError.__init__(self, *args, **kwargs)
@@ -138,6 +142,7 @@ _ERROR_BY_STATUS: dict[int, type[FhirHttpError]] = {
     403: FhirForbidden,
     404: FhirNotFound,
     410: FhirNotFound,
+    409: FhirConflict,
     412: FhirPreconditionFailed,
 }
 

@@ -57,6 +57,9 @@ class ServiceSettings:
     max_entries: int = 10_000
     process: bool = True
     fhir_auth: Auth | None = field(default=None, repr=False)
+    timeout: float = 60.0
+    url_aliases: list[str] = field(default_factory=list)
+    verify_tls: bool = True
 
 
 def outcome(status: int, code: str, text: str, severity: str = "error") -> JSONResponse:
@@ -146,7 +149,13 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = FhirClient(settings.fhir_url, auth=settings.fhir_auth)
+        client = FhirClient(
+            settings.fhir_url,
+            auth=settings.fhir_auth,
+            timeout=settings.timeout,
+            url_aliases=settings.url_aliases,
+            verify=settings.verify_tls,
+        )
         inbox = Inbox(settings.inbox_path)
         recovered = inbox.recover()
         if recovered:

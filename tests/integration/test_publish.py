@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +17,11 @@ from tests.support.fhir_data import conformance_resources
 
 NCT = "https://clinicaltrials.gov|NCT06849401"
 PROFILE = "http://trial-adapter.org/fhir/StructureDefinition/"
+STUDY_DIR = Path(__file__).resolve().parents[2] / "mappings" / "studies" / "NCT06849401"
 
 
-async def study_resources(client: FhirClient) -> dict[str, dict]:
-    [study] = await client.search_resources("ResearchStudy", {"identifier": NCT})
+async def study_resources(client: FhirClient, identifier: str = NCT) -> dict[str, dict]:
+    [study] = await client.search_resources("ResearchStudy", {"identifier": identifier})
     group = await client.get_json(study["enrollment"][0]["reference"])
     [protocol_ref] = study["protocol"]
     protocol = await client.get_json(protocol_ref["reference"])
@@ -44,20 +47,35 @@ def versions(resources: dict[str, dict]) -> dict[str, tuple[str, str]]:
     return {k: (v["id"], v["meta"]["versionId"]) for k, v in resources.items()}
 
 
-def test_dry_run_then_publish_twice_is_idempotent(hapi_url, capsys):
-    assert on_server(hapi_url, find_study) == []
+def test_dry_run_then_publish_twice_is_idempotent(hapi_url, capsys, tmp_path, monkeypatch):
+    # A study of its own (the same record under a fresh NCT number, from TRIAL_ADAPTER_STUDIES), so the
+    # server holds none of it whatever other tests published before.
+    nct = f"NCT9{uuid.uuid4().int % 10**7:07d}"
+    folder = tmp_path / "studies" / nct
+    folder.mkdir(parents=True)
+    for name in ("study.json", "criteria.yaml"):
+        text = (STUDY_DIR / name).read_text(encoding="utf-8").replace("NCT06849401", nct)
+        (folder / name).write_text(text, encoding="utf-8")
+    monkeypatch.setenv("TRIAL_ADAPTER_STUDIES", str(tmp_path / "studies"))
+    identifier = f"https://clinicaltrials.gov|{nct}"
 
-    assert main(["publish", "--fhir-url", hapi_url, "--dry-run"]) == 0
+    def find(client: FhirClient) -> Awaitable[list[dict]]:
+        return client.search_resources("ResearchStudy", {"identifier": identifier})
+
+    assert on_server(hapi_url, find) == []
+    assert main(["--study", nct, "publish", "--fhir-url", hapi_url, "--dry-run"]) == 0
     assert capsys.readouterr().out.count("create") == 4
-    assert on_server(hapi_url, find_study) == []  # a dry run writes nothing
+    assert on_server(hapi_url, find) == []  # a dry run writes nothing
 
-    assert main(["publish", "--fhir-url", hapi_url]) == 0
-    first = versions(on_server(hapi_url, study_resources))
-    assert main(["publish", "--fhir-url", hapi_url]) == 0
+    assert main(["--study", nct, "publish", "--fhir-url", hapi_url]) == 0
+    first = versions(on_server(hapi_url, lambda c: study_resources(c, identifier)))
+    assert main(["--study", nct, "publish", "--fhir-url", hapi_url]) == 0
     second_run = capsys.readouterr()
     assert "nothing to do" in second_run.err
     assert second_run.out.count("unchanged") == 4
-    assert versions(on_server(hapi_url, study_resources)) == first  # same ids, no new versions
+    assert (
+        versions(on_server(hapi_url, lambda c: study_resources(c, identifier))) == first
+    )  # same ids, no new versions
 
 
 def test_published_study_is_found_by_nct_with_group_and_protocol(hapi_url):
