@@ -1,11 +1,20 @@
-"""Structured JSON logs on stderr. Log ids and counts only: never names, birth dates or values."""
+"""Structured JSON logs on stderr. Log ids and counts only: never names, birth dates or values.
+
+When ``TRIAL_ADAPTER_LOG_FILE`` names a file, every record (DEBUG and up) is also appended to it as a
+JSON line, from this process and from any subprocess that inherits the variable (the test suite uses
+this to check the whole session's logs for patient data).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+
+LOG_FILE_ENV = "TRIAL_ADAPTER_LOG_FILE"
+NOISY_LOGGERS = ("httpx", "httpcore")  # they log full URLs, whose queries can hold patient data
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -25,14 +34,37 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class _LogFileHandler(logging.FileHandler):
+    """Appends JSON lines; O_APPEND and a flush per record keep lines of several processes whole."""
+
+
+def file_handler(path: str) -> logging.Handler:
+    handler = _LogFileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(logging.DEBUG)
+    return handler
+
+
+def quiet_noisy_loggers() -> None:
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def configure(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level.upper())
+    handlers: list[logging.Handler] = [handler]
+    log_file = os.environ.get(LOG_FILE_ENV)
+    if log_file:
+        handlers.append(file_handler(log_file))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore"):  # they log full URLs, whose queries can hold patient data
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for old in root.handlers:
+        if isinstance(old, _LogFileHandler):
+            old.close()
+    root.handlers[:] = handlers
+    root.setLevel(logging.DEBUG if log_file else level.upper())
+    quiet_noisy_loggers()

@@ -24,7 +24,8 @@ class CriteriaDefinitionError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or infinity as a threshold would make every comparison false: a silent wrong screening.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- concept sets -------------------------------------------------------------------------------
@@ -285,6 +286,8 @@ def _normalise_rule(rule: Any) -> Any:
         return rule
     for key in ("all_of", "any_of"):
         if key in rule:
+            if not isinstance(rule[key], list):
+                return rule  # the model reports the shape error
             rest = {k: v for k, v in rule.items() if k != key}
             return {"kind": key, "clauses": [_normalise_rule(c) for c in rule[key]], **rest}
     return rule
@@ -329,7 +332,7 @@ class CriteriaDefinition(_Model):
     systems: dict[str, str]
     concepts: dict[str, ConceptSet]
     analytes: dict[str, Analyte] = {}
-    criteria: tuple[Criterion, ...]
+    criteria: tuple[Criterion, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> CriteriaDefinition:
@@ -374,11 +377,22 @@ class CriteriaDefinition(_Model):
         names = [diagnosis.lineage, diagnosis.unknown_lineage, *diagnosis.status]
         return [self.concepts[name] for name in dict.fromkeys(names)]
 
+    def observation_codes(self) -> list[Code]:
+        """Every Observation code any criterion reads, each once, in definition order."""
+        names: dict[str, None] = {}
+        for criterion in self.criteria:
+            for leaf in criterion.leaves():
+                if isinstance(leaf, ObservationClause):
+                    names.update(dict.fromkeys(leaf.concepts))
+        return list({(c.system, c.code): c for n in names for c in self.concepts[n].codes}.values())
+
     def leaf_kinds(self) -> set[str]:
         return {leaf.kind for criterion in self.criteria for leaf in criterion.leaves()}
 
 
 # --- loading ------------------------------------------------------------------------------------
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # same results, far faster on big files
 
 
 def _code_entries(raw: Iterable[Any], systems: dict[str, str], where: str) -> list[dict[str, Any]]:
@@ -403,19 +417,41 @@ def _code_entries(raw: Iterable[Any], systems: dict[str, str], where: str) -> li
     return entries
 
 
-def _resolve_concepts(raw: dict[str, Any], systems: dict[str, str]) -> dict[str, Any]:
+def _pairs(raw: Any, size: int, where: str) -> list[tuple[Any, ...]]:
+    """``ranges`` ([system, first, last]) or ``prefixes``/``exclude`` ([system, prefix]) items."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(i, list | tuple) and len(i) == size for i in raw):
+        raise CriteriaDefinitionError(f"{where}: expected a list of {size}-item lists")
+    return [tuple(i) for i in raw]
+
+
+def _resolve_concepts(raw: Any, systems: dict[str, str]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise CriteriaDefinitionError("concepts: expected a mapping of concept set names")
     concepts = {}
-    for name, spec in (raw or {}).items():
+    for name, spec in raw.items():
         where = f"concepts.{name}"
+        if not isinstance(spec, dict):
+            raise CriteriaDefinitionError(f"{where}: expected a mapping (display, codes, ranges, ...)")
+        if spec.get("codes") is not None and not isinstance(spec["codes"], list):
+            raise CriteriaDefinitionError(f"{where}.codes: expected a list")
         concepts[name] = {
             "name": name,
             "display": spec.get("display", name),
-            "codes": _code_entries(spec.get("codes"), systems, where),
+            "codes": _code_entries(spec.get("codes") or (), systems, where),
             "ranges": [
-                {"system": systems.get(s, s), "first": a, "last": b} for s, a, b in spec.get("ranges") or ()
+                {"system": systems.get(s, s), "first": a, "last": b}
+                for s, a, b in _pairs(spec.get("ranges"), 3, f"{where}.ranges")
             ],
-            "prefixes": [{"system": systems.get(s, s), "prefix": p} for s, p in spec.get("prefixes") or ()],
-            "exclude": [{"system": systems.get(s, s), "prefix": p} for s, p in spec.get("exclude") or ()],
+            "prefixes": [
+                {"system": systems.get(s, s), "prefix": p}
+                for s, p in _pairs(spec.get("prefixes"), 2, f"{where}.prefixes")
+            ],
+            "exclude": [
+                {"system": systems.get(s, s), "prefix": p}
+                for s, p in _pairs(spec.get("exclude"), 2, f"{where}.exclude")
+            ],
         }
     return concepts
 
@@ -424,13 +460,18 @@ def parse_criteria(data: Any, source: str = "<criteria>") -> CriteriaDefinition:
     if not isinstance(data, dict):
         raise CriteriaDefinitionError(f"{source}: expected a mapping at the top level")
     systems = data.get("systems") or {}
+    if not isinstance(systems, dict) or not all(isinstance(v, str) for v in systems.values()):
+        raise CriteriaDefinitionError(f"{source}: systems: expected a mapping of alias to system URL")
     try:
-        return CriteriaDefinition.model_validate(
-            {**data, "concepts": _resolve_concepts(data.get("concepts") or {}, systems)}
-        )
+        concepts = _resolve_concepts(data.get("concepts") or {}, systems)
+        return CriteriaDefinition.model_validate({**data, "concepts": concepts})
+    except CriteriaDefinitionError as exc:
+        raise CriteriaDefinitionError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise CriteriaDefinitionError(f"{source}: rules nested too deeply") from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise CriteriaDefinitionError(
             f"{source}: {where}: {first['msg']} ({exc.error_count()} problem(s))"
         ) from None
@@ -442,7 +483,9 @@ def load_criteria(path: Path) -> CriteriaDefinition:
     except (OSError, UnicodeDecodeError) as exc:
         raise CriteriaDefinitionError(f"{path}: cannot read criteria file: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YAML_LOADER)  # a safe loader: libyaml when present
     except yaml.YAMLError as exc:
         raise CriteriaDefinitionError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
+    except RecursionError:
+        raise CriteriaDefinitionError(f"{path}: not valid YAML: nested too deeply") from None
     return parse_criteria(data, str(path))

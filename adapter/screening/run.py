@@ -8,12 +8,12 @@ from datetime import date
 from pathlib import Path
 
 from adapter.fhir.client import FhirClient
-from adapter.sources.files import load_records
+from adapter.sources.files import SourceError, fhir_problem, load_records
 from adapter.sources.server import ServerSource
 from mappings.criteria import CriteriaDefinition
 
 from .engine import Screener
-from .record import PatientRecord
+from .record import PatientRecord, resource_key
 from .results import PatientResult, ScreeningReport
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,27 @@ def screen_records(
     screener = Screener(definition, as_of)
     results = []
     for record in records:
-        results.append(screener.screen(record))
+        results.append(screen_checked(screener, record))
         if progress:
             progress(len(results), total)
     return results
+
+
+def screen_checked(screener: Screener, record: PatientRecord) -> PatientResult:
+    """Screen a record; if its data breaks the engine, name the resource and the FHIR problem.
+
+    The engine reads defensively (a value of the wrong type gives ``unknown``), so a failure here means
+    malformed data: only then is every resource of the record validated against the FHIR R4 model.
+    """
+    try:
+        return screener.screen(record)
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
+        for resource in (record.patient, *(r for items in record.resources.values() for r in items)):
+            problem = fhir_problem(resource)
+            if problem:
+                where = resource_key(resource) or resource.get("resourceType", "resource")
+                raise SourceError(f"{where}: {problem}") from None
+        raise SourceError(f"cannot screen {record.key}: unexpected data ({type(exc).__name__})") from None
 
 
 def report_for(definition: CriteriaDefinition, as_of: date, results: list[PatientResult]) -> ScreeningReport:
@@ -50,7 +67,7 @@ def report_for(definition: CriteriaDefinition, as_of: date, results: list[Patien
 def screen_files(
     path: Path, definition: CriteriaDefinition, as_of: date, progress: Progress | None = None
 ) -> ScreeningReport:
-    builder = load_records(path)
+    builder = load_records(path, frozenset((c.system, c.code) for c in definition.observation_codes()))
     total = len(builder.patient_keys())
     log.info("screening files", extra={"patients": total})
     return report_for(
@@ -66,7 +83,7 @@ async def screen_server(
     screener = Screener(definition, as_of)
     results: list[PatientResult] = []
     async for record in source.records(population):
-        results.append(screener.screen(record))
+        results.append(screen_checked(screener, record))
         if progress:
             progress(len(results), len(population))
     missing = len(population) - len(results)

@@ -12,7 +12,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from adapter.sources.files import FhirJsonError, loads_fhir_json
+from adapter.sources.files import FhirJsonError, loads_fhir_json, references_in
 
 # What the service accepts: the data screening reads, and what engines commonly send with it.
 ACCEPTED_TYPES = frozenset(
@@ -97,21 +97,6 @@ def _model_check(resource: dict[str, Any], where: str) -> None:
         raise InputError(422, "structure", f"{where}: nested too deeply", where) from None
 
 
-def _references(value: Any) -> list[str]:
-    found: list[str] = []
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            ref = item.get("reference")
-            if isinstance(ref, str):
-                found.append(ref)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
-
-
 def check_bundle(data: Any, max_entries: int) -> dict[str, Any]:
     """A pushed Bundle, checked; raises InputError naming the first problem."""
     if not isinstance(data, dict) or "resourceType" not in data:
@@ -163,7 +148,7 @@ def check_bundle(data: Any, max_entries: int) -> dict[str, Any]:
             full_urls.add(full_url)
         _model_check(entry["resource"], f"{where}.resource")
     for index, entry in enumerate(entries):
-        for ref in _references(entry["resource"]):
+        for ref in references_in(entry["resource"]):
             if ref.startswith(("urn:uuid:", "urn:oid:")) and ref not in full_urls:
                 where = f"Bundle.entry[{index}].resource"
                 raise InputError(

@@ -15,9 +15,14 @@ from typing import Any
 
 from adapter.screening.record import SUBJECT_ELEMENT, RecordBuilder
 
+_MAX_NUMBER_DIGITS = 308  # beyond float range: FHIR values that large are broken data
+
+
 #: Types screening reads: validated against the FHIR R4 model. Other known types are skipped unread.
 SCREENED_TYPES = frozenset({"Patient", "Medication", *SUBJECT_ELEMENT})
-_MAX_NUMBER_DIGITS = 308  # beyond float range: FHIR values that large are broken data
+
+
+Codes = frozenset[tuple[str, str]] | None
 
 
 class SourceError(ValueError):
@@ -93,10 +98,24 @@ def _resource(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _checked(value: Any, where: str) -> dict[str, Any]:
-    """A resource screening can rely on: known type, and valid FHIR R4 when screening reads it."""
+def _checked(value: Any, where: str, observation_codes: Codes) -> dict[str, Any]:
+    """A resource of a known FHIR type, validated against the FHIR R4 model when screening reads it.
+
+    Observations are validated only when they carry a code a criterion reads (``observation_codes``;
+    None: all): a hospital export's vital signs are never read, so a malformed one cannot stop a run,
+    and model validation (~100 us a resource) is not paid for them.
+    """
     resource = _resource(value, where)
-    problem = fhir_problem(resource, validate=resource["resourceType"] in SCREENED_TYPES)
+    rtype = resource["resourceType"]
+    validate = rtype in SCREENED_TYPES
+    if validate and rtype == "Observation" and observation_codes is not None:
+        codings = (
+            (resource.get("code") or {}).get("coding") if isinstance(resource.get("code"), dict) else None
+        )
+        validate = not isinstance(codings, list) or any(
+            isinstance(c, dict) and (c.get("system"), c.get("code")) in observation_codes for c in codings
+        )
+    problem = fhir_problem(resource, validate=validate)
     if problem:
         raise SourceError(f"{where}: {problem}")
     return resource
@@ -138,7 +157,7 @@ def bundle_entries(bundle: Any, where: str) -> Iterator[tuple[dict[str, Any], st
         )
 
 
-def _bundle_resources(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]:
+def _bundle_resources(path: Path, observation_codes: Codes) -> Iterator[tuple[dict[str, Any], str | None]]:
     """A Bundle file's resources, checked: valid FHIR, unique fullUrls (bdl-7), urn references resolved."""
     bundle = _read_json(path)
     history = isinstance(bundle, dict) and bundle.get("type") == "history"
@@ -147,7 +166,7 @@ def _bundle_resources(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]
     full_urls = {full_url for _, full_url in entries if full_url}
     for index, (resource, full_url) in enumerate(entries):
         where = f"{path}: entry {index}"
-        _checked(resource, where)
+        _checked(resource, where, observation_codes)
         if full_url and not history:
             version = (resource.get("meta") or {}).get("versionId")
             if (full_url, version) in seen:
@@ -159,7 +178,7 @@ def _bundle_resources(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]
         yield resource, full_url
 
 
-def _ndjson(path: Path) -> Iterator[dict[str, Any]]:
+def _ndjson(path: Path, observation_codes: Codes) -> Iterator[dict[str, Any]]:
     try:
         with path.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
@@ -176,7 +195,7 @@ def _ndjson(path: Path) -> Iterator[dict[str, Any]]:
                     raise SourceError(f"{where}: invalid FHIR JSON: {exc}") from None
                 except RecursionError:
                     raise SourceError(f"{where}: JSON nested too deeply") from None
-                resource = _checked(value, where)
+                resource = _checked(value, where, observation_codes)
                 for ref in references_in(resource):
                     if ref.startswith(("urn:uuid:", "urn:oid:")):
                         raise SourceError(f"{where}: reference {ref[:200]} cannot be resolved in NDJSON")
@@ -185,22 +204,25 @@ def _ndjson(path: Path) -> Iterator[dict[str, Any]]:
         raise SourceError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def load_records(path: Path) -> RecordBuilder:
-    """Read every resource under ``path`` into a RecordBuilder (one record per Patient)."""
+def load_records(path: Path, observation_codes: Codes = None) -> RecordBuilder:
+    """Read every resource under ``path`` into a RecordBuilder (one record per Patient).
+
+    ``observation_codes``: the (system, code) pairs screening reads; other Observations are not
+    validated (None: validate every Observation)."""
     builder = RecordBuilder()
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix == ".ndjson" and p.is_file())
         if not files:
             raise SourceError(f"{path}: no .ndjson files (expected a Bulk Data export directory)")
         for file in files:
-            for resource in _ndjson(file):
+            for resource in _ndjson(file, observation_codes):
                 builder.add(resource)
     elif path.is_file():
         if path.suffix == ".ndjson":
-            for resource in _ndjson(path):
+            for resource in _ndjson(path, observation_codes):
                 builder.add(resource)
         else:
-            for resource, full_url in _bundle_resources(path):
+            for resource, full_url in _bundle_resources(path, observation_codes):
                 builder.add(resource, full_url)
     else:
         raise SourceError(f"{path}: no such file or directory")

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 from adapter.fhir.client import FhirClient
 from adapter.fhir.search import any_of, escape, token
 from adapter.screening.record import PatientRecord, RecordBuilder, patients_in
-from mappings.criteria import CriteriaDefinition, ObservationClause
+from mappings.criteria import CriteriaDefinition
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,8 @@ PAGE_SIZE = 1000
 
 
 def observation_tokens(definition: CriteriaDefinition) -> list[str]:
-    """Every Observation code any criterion reads."""
-    names: dict[str, None] = {}
-    for criterion in definition.criteria:
-        for leaf in criterion.leaves():
-            if isinstance(leaf, ObservationClause):
-                names.update(dict.fromkeys(leaf.concepts))
-    codes = dict.fromkeys(token(c.system, c.code) for n in names for c in definition.concepts[n].codes)
-    return list(codes)
+    """Every Observation code any criterion reads, as search tokens."""
+    return [token(c.system, c.code) for c in definition.observation_codes()]
 
 
 def population_tokens(definition: CriteriaDefinition) -> list[str]:
