@@ -16,11 +16,12 @@ import asyncio
 import email.utils
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from fhirpy import AsyncFHIRClient
@@ -179,8 +180,20 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(attempts=1)
 
 
+def certificate_error(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind a connection error, if that is what it is (never retried)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _retryable(idempotent: bool) -> Any:
     def check(error: BaseException) -> bool:
+        if certificate_error(error) is not None:
+            return False  # a wrong certificate does not fix itself
         if isinstance(error, FhirHttpError):
             allowed = RETRYABLE_STATUS if idempotent else NOT_PROCESSED_STATUS
             return error.status in allowed
@@ -300,6 +313,12 @@ class FhirClient(AsyncFHIRClient):
                 f"timed out talking to {urlsplit(url).netloc} ({type(exc).__name__})"
             ) from exc
         except httpx.TransportError as exc:
+            bad_certificate = certificate_error(exc)
+            if bad_certificate is not None:
+                raise FhirConnectionError(
+                    f"TLS certificate verification failed for {urlsplit(url).netloc}: "
+                    f"{bad_certificate.verify_message or 'untrusted certificate'}"
+                ) from exc
             raise FhirConnectionError(f"cannot reach {urlsplit(url).netloc}: {type(exc).__name__}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -316,9 +335,14 @@ class FhirClient(AsyncFHIRClient):
         self.bytes_received += len(response.content)
         if response.status_code < 400:
             return response
+        # A server may echo our credentials in its error; they must not reach messages or logs.
+        credential = (all_headers.get("Authorization") or "").partition(" ")[2].strip()
+        text = response.text
+        if credential:
+            text = text.replace(credential, "[redacted]")
         outcome = None
         try:
-            parsed = response.json()
+            parsed = json.loads(text)
             if isinstance(parsed, dict) and parsed.get("resourceType") == "OperationOutcome":
                 outcome = parsed
         except ValueError:
@@ -330,7 +354,7 @@ class FhirClient(AsyncFHIRClient):
             url,
             outcome=outcome,
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            body=response.text[:2000],
+            body=text[:2000],
         )
 
     # --- fhirpy integration -------------------------------------------------------------------------
@@ -389,12 +413,12 @@ class FhirClient(AsyncFHIRClient):
         return out
 
     async def batch_searches(self, searches: list[str]) -> list[list[dict[str, Any]]]:
-        """Run several searches (``Type?params``, values already escaped) in one batch Bundle; return
+        """Run several searches (``Type?params`` built with ``search.query``) in one batch Bundle; return
         each one's resources (matches and includes) across all of its pages."""
         bundle = {
             "resourceType": "Bundle",
             "type": "batch",
-            "entry": [{"request": {"method": "GET", "url": quote(url, safe="?=&_:/.-")}} for url in searches],
+            "entry": [{"request": {"method": "GET", "url": url}} for url in searches],
         }
         reply = await self.transaction(bundle, idempotent=True)
         entries = reply.get("entry") or []

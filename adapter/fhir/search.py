@@ -7,6 +7,7 @@ change the system, a `$` starts a composite. FHIR escapes them with a backslash 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlencode
 
 _SPECIAL = ("\\", ",", "$", "|")
 
@@ -25,3 +26,12 @@ def token(system: str | None, code: str) -> str:
 def any_of(values: Iterable[str]) -> str:
     """An OR of already-escaped values (comma-separated)."""
     return ",".join(values)
+
+
+_QUERY_SAFE = ",|:/$"  # readable; everything else (& = + \\ space ...) is percent-encoded
+
+
+def query(resource_type: str, params: list[tuple[str, str]]) -> str:
+    """``Type?name=value&...`` with every value URL-encoded (FHIR's own separators kept readable),
+    so an ``&`` or ``=`` inside a value can never start another parameter."""
+    return f"{resource_type}?{urlencode(params, safe=_QUERY_SAFE)}"

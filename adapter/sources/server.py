@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 
 from adapter.fhir.client import FhirClient
-from adapter.fhir.search import any_of, escape, token
+from adapter.fhir.search import any_of, escape, query, token
 from adapter.screening.record import PatientRecord, RecordBuilder, patients_in
 from mappings.criteria import CriteriaDefinition
 
@@ -62,16 +62,21 @@ class ServerSource:
 
     def _batch_requests(self, patient_ids: list[str]) -> list[str]:
         subjects = any_of(escape(f"Patient/{pid}") for pid in patient_ids)
-        ids = any_of(escape(pid) for pid in patient_ids)
-        count = f"_count={PAGE_SIZE}"
+        count = ("_count", str(PAGE_SIZE))
         return [
-            f"Patient?_id={ids}&{count}",
-            f"Condition?subject={subjects}&{count}",
-            f"Observation?subject={subjects}&code={self._observation_codes}&{count}",
-            f"Procedure?subject={subjects}&{count}",
-            f"MedicationRequest?subject={subjects}&_include=MedicationRequest:medication&{count}",
-            f"MedicationStatement?subject={subjects}&_include=MedicationStatement:medication&{count}",
-            f"Immunization?patient={subjects}&{count}",
+            query("Patient", [("_id", any_of(escape(pid) for pid in patient_ids)), count]),
+            query("Condition", [("subject", subjects), count]),
+            query("Observation", [("subject", subjects), ("code", self._observation_codes), count]),
+            query("Procedure", [("subject", subjects), count]),
+            query(
+                "MedicationRequest",
+                [("subject", subjects), ("_include", "MedicationRequest:medication"), count],
+            ),
+            query(
+                "MedicationStatement",
+                [("subject", subjects), ("_include", "MedicationStatement:medication"), count],
+            ),
+            query("Immunization", [("patient", subjects), count]),
         ]
 
     async def _fetch_batch(self, patient_ids: list[str]) -> RecordBuilder:

@@ -23,7 +23,7 @@ from typing import Any
 
 from adapter.fault_points import crash_point
 from adapter.fhir.client import FhirClient, FhirError
-from adapter.fhir.search import any_of, escape
+from adapter.fhir.search import any_of, escape, query
 from adapter.flagging import Flagger
 from adapter.screening.engine import Screener
 from adapter.screening.record import SUBJECT_ELEMENT, patients_in
@@ -222,8 +222,15 @@ class Worker:
             values = patients if parameter == "_id" else [f"Patient/{p}" for p in patients]
             element = "id" if parameter == "_id" else parameter
             searches.append(
-                f"{resource_type}?{parameter}={any_of(escape(v) for v in values)}"
-                f"&_lastUpdated=ge{stamp}&_elements={element}&_count={PAGE_SIZE}"
+                query(
+                    resource_type,
+                    [
+                        (parameter, any_of(escape(v) for v in values)),
+                        ("_lastUpdated", f"ge{stamp}"),
+                        ("_elements", element),
+                        ("_count", str(PAGE_SIZE)),
+                    ],
+                )
             )
         touched: set[str] = set()
         for resources in await self.client.batch_searches(searches):
