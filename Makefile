@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 AS_OF  ?= 2026-11-23
 HAPI_JAR := docker/hapi/target/hapi-server.jar
 
-.PHONY: install demo test unit lint hapi hapi-run profiles lock clean
+.PHONY: install demo test unit lint hapi hapi-run profiles lock clean bench bench-ingest
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,15 @@ lint: install
 	$(BIN)/ruff check adapter mappings tests
 	$(BIN)/ruff format --check adapter mappings tests
 	$(BIN)/mypy
+
+# Benchmarks (never part of the tests): a synthetic hospital loaded into HAPI, the adapter's strategy
+# against the naive way and the lower bound; results in bench/results/.
+BENCH_SIZES ?= 1000,10000
+bench: install hapi
+	$(BIN)/python -m bench.run --sizes $(BENCH_SIZES)
+
+bench-ingest: install hapi
+	$(BIN)/python -m bench.ingest
 
 # Recompile the FSH profiles (needs Node 20 + npm); the compiled JSON is committed.
 profiles:

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -24,6 +21,7 @@ import httpx
 import pytest
 
 from tests.support.patients import candidate_on_server
+from tests.support.service import ServiceProcess
 from tests.unit.conftest import candidate_resources
 from tests.unit.test_hostile_input import BAD, CD7, PATIENT, Bad, bad_texts, bundle_bytes, texts_of
 
@@ -55,76 +53,9 @@ SERVICE_WORDING = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Service:
-    """``trial-adapter serve`` as a subprocess (as in test_service.py), keys optional, RSS measurable."""
-
-    def __init__(self, hapi_url: str, inbox: Path, *extra: str, keys: str | None) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        env = {k: v for k, v in os.environ.items() if k != "SERVICE_API_KEYS"}
-        if keys:
-            env["SERVICE_API_KEYS"] = keys
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "adapter",
-                "serve",
-                "--fhir-url",
-                hapi_url,
-                "--listen",
-                self.url.removeprefix("http://"),
-                "--inbox",
-                str(inbox),
-                *extra,
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.process.poll() is None, self.process.stderr.read() if self.process.stderr else ""
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "service did not start"
-            time.sleep(0.1)
-
-    def post(self, path: str, body: Any, key: str | None = PUSH_KEY, **headers: str) -> httpx.Response:
-        all_headers = {"Content-Type": "application/fhir+json", **headers}
-        if key:
-            all_headers["Authorization"] = f"Bearer {key}"
-        content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return httpx.post(f"{self.url}{path}", content=content, headers=all_headers, timeout=120)
-
-    def inbox(self) -> dict[str, int]:
-        return httpx.get(f"{self.url}/healthz", timeout=10).json()["inbox"]
-
-    def rss_mb(self) -> float:
-        out = subprocess.run(
-            ["ps", "-o", "rss=", "-p", str(self.process.pid)], capture_output=True, text=True
-        )
-        return int(out.stdout.strip()) / 1024
-
-    def peak_mb(self) -> float:
-        """The process's peak resident memory so far (VmHWM), which a request's burst shows in."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmHWM")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+def Service(hapi_url: str, inbox: Path, *extra: str, keys: str | None) -> ServiceProcess:
+    """The service as a subprocess (tests/support/service.py), keys optional, RSS measurable."""
+    return ServiceProcess(hapi_url, inbox, *extra, keys=keys, default_key=PUSH_KEY)
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -22,76 +17,18 @@ from adapter.cli import main
 from adapter.fhir.client import FhirClient
 from adapter.flagging import SUBJECT_SYSTEM
 from tests.support.patients import candidate_on_server
+from tests.support.service import ServiceProcess
 
 PUSH_KEY = "push-key-0123456789abcdef"
 ADMIN_KEY = "admin-key-0123456789abcdef"
 MRN = "urn:oid:1.2.36.146.595.217.0.1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Service:
-    def __init__(self, hapi_url: str, inbox: Path, *extra: str) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        env = {**os.environ, "SERVICE_API_KEYS": f"{PUSH_KEY}:push,{ADMIN_KEY}:admin"}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "adapter",
-                "serve",
-                "--fhir-url",
-                hapi_url,
-                "--listen",
-                self.url.removeprefix("http://"),
-                "--inbox",
-                str(inbox),
-                "--max-body-bytes",
-                "2000000",
-                *extra,
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.process.poll() is None, self.process.stderr.read() if self.process.stderr else ""
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "service did not start"
-            time.sleep(0.1)
-
-    def post(self, path: str, body: object, key: str | None = PUSH_KEY, **headers: str) -> httpx.Response:
-        all_headers = {"Content-Type": "application/fhir+json", **headers}
-        if key:
-            all_headers["Authorization"] = f"Bearer {key}"
-        content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return httpx.post(f"{self.url}{path}", content=content, headers=all_headers, timeout=30)
-
-    def status(self, location: str) -> dict:
-        return httpx.get(
-            f"{self.url}{location}", headers={"Authorization": f"Bearer {PUSH_KEY}"}, timeout=10
-        ).json()
-
-    def wait_done(self, location: str, timeout: float = 60) -> dict:
-        deadline = time.monotonic() + timeout
-        while (found := self.status(location))["state"] not in ("done", "dead"):
-            assert time.monotonic() < deadline, found
-            time.sleep(0.1)
-        return found
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.process.send_signal(sig)
-        return self.process.wait(timeout=60)
+def Service(hapi_url: str, inbox: Path, *extra: str) -> ServiceProcess:
+    keys = f"{PUSH_KEY}:push,{ADMIN_KEY}:admin"
+    return ServiceProcess(
+        hapi_url, inbox, "--max-body-bytes", "2000000", *extra, keys=keys, default_key=PUSH_KEY
+    )
 
 
 @pytest.fixture(scope="module")
