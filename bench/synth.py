@@ -34,33 +34,67 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-AS_OF = date(2026, 11, 23)
+from adapter.samples.sample_population import (
+    ALL_REFRACTORY,
+    ALL_RELAPSE,
+    ALT,
+    AS_OF,
+    AST,
+    BILIRUBIN_MASS,
+    BILIRUBIN_MOLES,
+    BM_BLASTS,
+    CAR_T,
+    CD7_LOCAL,
+    CD7_LOINC,
+    CLINICAL,
+    CREATININE_MASS,
+    CREATININE_MOLES,
+    CVX,
+    DYSPNEA_GRADE,
+    ECOG,
+    GVHD,
+    HBV_DNA,
+    HCG,
+    HCV_RNA,
+    HIV,
+    ICD10CM,
+    ICDO3_B_ALL,
+    ICDO3_T_ALL,
+    KARNOFSKY,
+    LANSKY,
+    LOCAL,
+    LOINC,
+    LVEF,
+    MENINGEAL_LEUKAEMIA,
+    NCIT,
+    NEGATIVE,
+    O2_FLOW,
+    OBS_CATEGORY,
+    ORAL_ROUTE,
+    OSTEOSARCOMA,
+    PLATELETS,
+    POSITIVE,
+    PREDNISONE,
+    RANGE_MEANING,
+    RXNORM,
+    SCT,
+    SEIZURE_DISORDER,
+    SPO2,
+    SYPHILIS,
+    T_ALL,
+    UCUM,
+    VERIFICATION,
+    Code,
+)
 
-SCT = "http://snomed.info/sct"
-LOINC = "http://loinc.org"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-ICDO3 = "http://terminology.hl7.org/CodeSystem/icd-o-3"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
-CVX = "http://hl7.org/fhir/sid/cvx"
-LOCAL = "http://trial-adapter.org/fhir/CodeSystem/trial-adapter-local"
-UCUM = "http://unitsofmeasure.org"
-OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
-RANGE_MEANING = "http://terminology.hl7.org/CodeSystem/referencerange-meaning"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 MRN = "http://trial-adapter.org/fhir/sid/synthetic-mrn"
 
-Code = tuple[str, str, str]
 
 # --- codes the criteria read (from mappings/studies/NCT06849401/criteria.yaml) --------------------------
-T_ALL: Code = (SCT, "277575008", "T-cell acute lymphoblastic leukemia")
 T_ALL_PRECURSOR: Code = (SCT, "420890002", "Precursor T cell lymphoblastic leukemia/lymphoblastic lymphoma")
 T_ALL_REMISSION: Code = (SCT, "427642009", "T-cell acute lymphoblastic leukemia in remission")
-ICDO3_T_ALL: Code = (ICDO3, "9837/3", "T lymphoblastic leukemia/lymphoma")
-ICDO3_B_ALL: Code = (ICDO3, "9811/3", "B lymphoblastic leukemia/lymphoma, NOS")
 ALL_SCT: Code = (SCT, "91857003", "Acute lymphoid leukemia")
 ALL_ICD_NOT_REMISSION: Code = (
     ICD10CM,
@@ -69,48 +103,15 @@ ALL_ICD_NOT_REMISSION: Code = (
 )
 ALL_ICD_REMISSION: Code = (ICD10CM, "C91.01", "Acute lymphoblastic leukemia in remission")
 ALL_ICD_RELAPSE: Code = (ICD10CM, "C91.02", "Acute lymphoblastic leukemia in relapse")
-ALL_RELAPSE: Code = (SCT, "12301000132103", "Acute lymphoid leukemia relapse")
-ALL_REFRACTORY: Code = (SCT, "12311000132101", "Refractory acute lymphoid leukemia")
-MENINGEAL_LEUKAEMIA: Code = (SCT, "722795004", "Meningeal leukemia")
 TESTIS: Code = (SCT, "40689003", "Testis structure")
 BONE_MARROW: Code = (SCT, "14016003", "Bone marrow structure")
-SEIZURE_DISORDER: Code = (SCT, "128613002", "Seizure disorder")
-GVHD: Code = (SCT, "402356004", "Chronic graft-versus-host disease")
-OSTEOSARCOMA: Code = (ICD10CM, "C40.22", "Malignant neoplasm of long bones of left lower limb")
 PREGNANT: Code = (SCT, "77386006", "Pregnant")
 HEART_FAILURE: Code = (SCT, "84114007", "Heart failure")
-CAR_T: Code = (SCT, "1156961008", "Chimeric antigen receptor T-cell immunotherapy")
 CAR_T_NCIT: Code = (NCIT, "C126102", "CAR T-cell therapy")
 SURGICAL: Code = (SCT, "387713003", "Surgical procedure")
-PREDNISONE: Code = (RXNORM, "8640", "prednisone")
 DEXAMETHASONE: Code = (RXNORM, "3264", "dexamethasone")
 ENOXAPARIN: Code = (RXNORM, "67108", "enoxaparin")
-ORAL_ROUTE: Code = (SCT, "26643006", "Oral route")
 
-BM_BLASTS: Code = (LOINC, "11150-0", "Blasts/cells in Bone marrow")
-CD7_LOCAL: Code = (LOCAL, "cd7-positive-blasts", "CD7-positive blasts, % of blasts")
-CD7_LOINC: Code = (LOINC, "35641-0", "CD7 cells/cells in Bone marrow")
-ECOG: Code = (LOINC, "89247-1", "ECOG Performance Status score")
-KARNOFSKY: Code = (LOINC, "89243-0", "Karnofsky Performance Status score")
-LANSKY: Code = (NCIT, "C38144", "Lansky Play-Performance Status")
-LVEF: Code = (LOINC, "10230-1", "Left ventricular Ejection fraction")
-DYSPNEA_GRADE: Code = (LOCAL, "ctcae-dyspnea-grade", "Dyspnea, CTCAE v5.0 grade")
-SPO2: Code = (LOINC, "59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry")
-O2_FLOW: Code = (LOINC, "3151-8", "Inhaled oxygen flow rate")
-BILIRUBIN_MASS: Code = (LOINC, "1975-2", "Bilirubin.total [Mass/volume] in Serum or Plasma")
-BILIRUBIN_MOLES: Code = (LOINC, "14631-6", "Bilirubin.total [Moles/volume] in Serum or Plasma")
-AST: Code = (LOINC, "1920-8", "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or Plasma")
-ALT: Code = (LOINC, "1742-6", "Alanine aminotransferase [Enzymatic activity/volume] in Serum or Plasma")
-CREATININE_MASS: Code = (LOINC, "2160-0", "Creatinine [Mass/volume] in Serum or Plasma")
-CREATININE_MOLES: Code = (LOINC, "14682-9", "Creatinine [Moles/volume] in Serum or Plasma")
-PLATELETS: Code = (LOINC, "777-3", "Platelets [#/volume] in Blood by Automated count")
-HCG: Code = (LOINC, "2118-8", "Choriogonadotropin (pregnancy test) [Presence] in Serum or Plasma")
-HBV_DNA: Code = (LOINC, "42595-9", "Hepatitis B virus DNA [Units/volume] (viral load) in Serum or Plasma")
-HCV_RNA: Code = (LOINC, "11011-4", "Hepatitis C virus RNA [Units/volume] (viral load) in Serum or Plasma")
-HIV: Code = (LOINC, "56888-1", "HIV 1+2 Ab+HIV1 p24 Ag [Presence] in Serum or Plasma")
-SYPHILIS: Code = (LOINC, "24110-9", "Treponema pallidum Ab [Presence] in Serum")
-NEGATIVE: Code = (SCT, "260385009", "Negative")
-POSITIVE: Code = (SCT, "10828004", "Positive")
 
 # --- hospital noise: codes no criterion reads -------------------------------------------------------------
 # (code, unit, low, high, category, decimals)
