@@ -75,16 +75,17 @@ from adapter.samples.sample_population import (
     PLATELETS,
     POSITIVE,
     PREDNISONE,
-    RANGE_MEANING,
     RXNORM,
     SCT,
     SEIZURE_DISORDER,
     SPO2,
     SYPHILIS,
     T_ALL,
-    UCUM,
     VERIFICATION,
     Code,
+    concept,
+    normal_range,
+    quantity,
 )
 
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
@@ -218,32 +219,6 @@ class Options:
     b_all: int = 20
     obs_min: int = 20
     obs_max: int = 60
-
-
-def concept(code: Code) -> dict[str, Any]:
-    system, value, display = code
-    return {"coding": [{"system": system, "code": value, "display": display}]}
-
-
-def quantity(value: float, unit: str, comparator: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"value": value}
-    if comparator:
-        out["comparator"] = comparator
-    out.update({"unit": unit, "system": UCUM, "code": unit})
-    return out
-
-
-def normal_range(
-    high: float, unit: str, low: float | None = None, ages: tuple[int, int] | None = None
-) -> dict:
-    out: dict[str, Any] = {}
-    if low is not None:
-        out["low"] = quantity(low, unit)
-    out["high"] = quantity(high, unit)
-    out["type"] = {"coding": [{"system": RANGE_MEANING, "code": "normal", "display": "Normal Range"}]}
-    if ages:
-        out["age"] = {"low": quantity(ages[0], "a"), "high": quantity(ages[1], "a")}
-    return out
 
 
 def _age_years(rng: random.Random) -> int:
