@@ -233,22 +233,20 @@ class ManualClause(_Clause):
     kind: Literal["manual"]
 
 
-class AllOf(_Clause):
+class _Combination(_Clause):
+    clauses: tuple[Clause, ...]
+
+    def concept_names(self) -> Iterator[str]:
+        for clause in self.clauses:
+            yield from clause.concept_names()
+
+
+class AllOf(_Combination):
     kind: Literal["all_of"] = "all_of"
-    clauses: tuple[Clause, ...]
-
-    def concept_names(self) -> Iterator[str]:
-        for clause in self.clauses:
-            yield from clause.concept_names()
 
 
-class AnyOf(_Clause):
+class AnyOf(_Combination):
     kind: Literal["any_of"] = "any_of"
-    clauses: tuple[Clause, ...]
-
-    def concept_names(self) -> Iterator[str]:
-        for clause in self.clauses:
-            yield from clause.concept_names()
 
 
 Clause = Annotated[
