@@ -70,9 +70,26 @@ class ConceptSet(_Model):
     def _exact(self) -> frozenset[tuple[str, str]]:
         return frozenset((c.system, c.code) for c in self.codes)
 
+    @cached_property
+    def _memo(self) -> dict[tuple[str, str], bool]:
+        return {}
+
     def matches(self, system: str | None, code: str | None) -> bool:
         if not system or not code:
             return False
+        if not self.ranges and not self.prefixes and not self.exclude:
+            return (system, code) in self._exact
+        # Range and prefix tests are slow to repeat for every record; a hospital's codes repeat a lot.
+        memo = self._memo
+        key = (system, code)
+        found = memo.get(key)
+        if found is None:
+            found = self._matches(system, code)
+            if len(memo) < 50_000:
+                memo[key] = found
+        return found
+
+    def _matches(self, system: str, code: str) -> bool:
         if any(x.system == system and x.contains(code) for x in self.exclude):
             return False
         if (system, code) in self._exact:

@@ -25,6 +25,7 @@ from mappings.criteria import (
     ConceptSet,
     ConditionClause,
     CriteriaDefinition,
+    Criterion,
     DiagnosisClause,
     EndedWithinDays,
     ImmunizationClause,
@@ -36,6 +37,7 @@ from mappings.criteria import (
 )
 
 from .dates import add_years, day_of, effective_day, years_between
+from .reads import ScreeningReads
 from .record import PatientRecord, resource_key
 from .results import CriterionResult, PatientResult
 from .tri import MET, NOT_MET, UNKNOWN, Tri, all_of, any_of
@@ -104,6 +106,10 @@ class Screener:
         self._exact_codes = {
             name: [(c.system, c.code) for c in concept.codes] for name, concept in definition.concepts.items()
         }
+        self._usable_conditions: tuple[PatientRecord, list[dict[str, Any]]] | None = None
+        self._reads = ScreeningReads(definition)
+        self._reads_patient = {c.id for c in definition.criteria if _reads_patient(c.rule)}
+        self._bare_results: dict[str, CriterionResult] = {}
         self._leaf: dict[str, Callable[[Any, PatientRecord], Outcome]] = {
             "age": self._age,
             "alive": self._alive,
@@ -119,18 +125,16 @@ class Screener:
     # --- public ----------------------------------------------------------------------------------
 
     def screen(self, record: PatientRecord) -> PatientResult:
+        self._usable_conditions = None
+        # Most of a hospital has nothing a criterion reads but the Patient. Such a record gets the same
+        # answer as an empty one for every criterion that does not read the Patient: worked out once.
+        bare = self._is_bare(record)
         results = []
         for criterion in self.definition.criteria:
-            outcome = self._evaluate(criterion.rule, record, top=True)
-            results.append(
-                CriterionResult(
-                    id=criterion.id,
-                    type=criterion.type,
-                    result=outcome.result,
-                    reason=outcome.reason,
-                    evidence=list(outcome.evidence),
-                )
-            )
+            if bare and criterion.id not in self._reads_patient:
+                results.append(self._bare_result(criterion))
+            else:
+                results.append(self._criterion_result(criterion, record))
         excluded = any(
             (r.type == "inclusion" and r.result == NOT_MET) or (r.type == "exclusion" and r.result == MET)
             for r in results
@@ -138,6 +142,28 @@ class Screener:
         return PatientResult(
             patient=record.key, status="not-eligible" if excluded else "candidate", criteria=results
         )
+
+    def _criterion_result(self, criterion: Criterion, record: PatientRecord) -> CriterionResult:
+        outcome = self._evaluate(criterion.rule, record, top=True)
+        return CriterionResult(
+            id=criterion.id,
+            type=criterion.type,
+            result=outcome.result,
+            reason=outcome.reason,
+            evidence=list(outcome.evidence),
+        )
+
+    def _is_bare(self, record: PatientRecord) -> bool:
+        """True when no resource of the record but the Patient can change a result."""
+        reads = self._reads.reads
+        return not any(reads(r) for items in record.resources.values() for r in items)
+
+    def _bare_result(self, criterion: Criterion) -> CriterionResult:
+        cached = self._bare_results.get(criterion.id)
+        if cached is None:
+            cached = self._criterion_result(criterion, PatientRecord(key="(empty)", patient={}))
+            self._bare_results[criterion.id] = cached
+        return cached
 
     # --- tree ------------------------------------------------------------------------------------
 
@@ -209,6 +235,10 @@ class Screener:
         return Outcome(MET, "no death recorded", (record.key,))
 
     def _conditions(self, record: PatientRecord) -> list[dict[str, Any]]:
+        """The record's Conditions that count (worked out once per record, read by many criteria)."""
+        cached = self._usable_conditions
+        if cached is not None and cached[0] is record:
+            return cached[1]
         usable = []
         for condition in record.of_type("Condition"):
             if _status_code(condition.get("verificationStatus")) in _IGNORED_VERIFICATION:
@@ -217,6 +247,7 @@ class Screener:
             if onset is not None and onset > self.as_of:
                 continue  # future-dated
             usable.append(condition)
+        self._usable_conditions = (record, usable)
         return usable
 
     def _diagnosis(self, clause: DiagnosisClause, record: PatientRecord) -> Outcome:
@@ -579,6 +610,13 @@ class Screener:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _reads_patient(clause: Clause) -> bool:
+    """Whether a rule's answer depends on the Patient resource itself (age, death, sex)."""
+    if clause.only_for_sex or clause.kind in ("age", "alive"):
+        return True
+    return isinstance(clause, AllOf | AnyOf) and any(_reads_patient(c) for c in clause.clauses)
 
 
 def _birth_bounds(raw: str) -> tuple[date | None, date | None]:

@@ -17,6 +17,9 @@ class _Model(BaseModel):
 
 
 class CriterionResult(_Model):
+    # Frozen: the engine shares one instance between patients with the same answer.
+    model_config = ConfigDict(frozen=True)
+
     id: str
     type: Literal["inclusion", "exclusion"]
     result: Tri

@@ -8,11 +8,12 @@ from datetime import date
 from pathlib import Path
 
 from adapter.fhir.client import FhirClient
-from adapter.sources.files import SourceError, fhir_problem, load_records
+from adapter.sources.files import SourceError, collector_paused, fhir_problem, load_records
 from adapter.sources.server import ServerSource
 from mappings.criteria import CriteriaDefinition
 
 from .engine import Screener
+from .reads import ScreeningReads
 from .record import PatientRecord, resource_key
 from .results import PatientResult, ScreeningReport
 
@@ -30,10 +31,11 @@ def screen_records(
 ) -> list[PatientResult]:
     screener = Screener(definition, as_of)
     results = []
-    for record in records:
-        results.append(screen_checked(screener, record))
-        if progress:
-            progress(len(results), total)
+    with collector_paused():
+        for record in records:
+            results.append(screen_checked(screener, record))
+            if progress:
+                progress(len(results), total)
     return results
 
 
@@ -67,7 +69,7 @@ def report_for(definition: CriteriaDefinition, as_of: date, results: list[Patien
 def screen_files(
     path: Path, definition: CriteriaDefinition, as_of: date, progress: Progress | None = None
 ) -> ScreeningReport:
-    builder = load_records(path, frozenset((c.system, c.code) for c in definition.observation_codes()))
+    builder = load_records(path, ScreeningReads(definition))
     total = len(builder.patient_keys())
     log.info("screening files", extra={"patients": total})
     return report_for(

@@ -7,22 +7,25 @@ screening or a report built from half-understood data.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from adapter.screening.reads import ScreeningReads
 from adapter.screening.record import SUBJECT_ELEMENT, RecordBuilder
+
+log = logging.getLogger(__name__)
 
 _MAX_NUMBER_DIGITS = 308  # beyond float range: FHIR values that large are broken data
 
 
 #: Types screening reads: validated against the FHIR R4 model. Other known types are skipped unread.
 SCREENED_TYPES = frozenset({"Patient", "Medication", *SUBJECT_ELEMENT})
-
-
-Codes = frozenset[tuple[str, str]] | None
 
 
 class SourceError(ValueError):
@@ -98,24 +101,18 @@ def _resource(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _checked(value: Any, where: str, observation_codes: Codes) -> dict[str, Any]:
+def _checked(value: Any, where: str, reads: ScreeningReads | None) -> dict[str, Any]:
     """A resource of a known FHIR type, validated against the FHIR R4 model when screening reads it.
 
-    Observations are validated only when they carry a code a criterion reads (``observation_codes``;
-    None: all): a hospital export's vital signs are never read, so a malformed one cannot stop a run,
-    and model validation (~100 us a resource) is not paid for them.
+    With ``reads`` (None: validate every resource of a screened type), only resources whose content
+    can change a result are validated: a hospital export's vital signs and ordinary diagnoses are
+    never read, so a malformed one cannot stop a run, and model validation (~100-200 us a resource)
+    is not paid for them.
     """
     resource = _resource(value, where)
     rtype = resource["resourceType"]
-    validate = rtype in SCREENED_TYPES
-    if validate and rtype == "Observation" and observation_codes is not None:
-        codings = (
-            (resource.get("code") or {}).get("coding") if isinstance(resource.get("code"), dict) else None
-        )
-        validate = not isinstance(codings, list) or any(
-            isinstance(c, dict) and (c.get("system"), c.get("code")) in observation_codes for c in codings
-        )
-    problem = fhir_problem(resource, validate=validate)
+    validate = rtype in SCREENED_TYPES and (reads is None or reads.reads(resource))
+    problem = fhir_problem(reads.read_part(resource) if reads else resource, validate=validate)
     if problem:
         raise SourceError(f"{where}: {problem}")
     return resource
@@ -157,7 +154,9 @@ def bundle_entries(bundle: Any, where: str) -> Iterator[tuple[dict[str, Any], st
         )
 
 
-def _bundle_resources(path: Path, observation_codes: Codes) -> Iterator[tuple[dict[str, Any], str | None]]:
+def _bundle_resources(
+    path: Path, reads: ScreeningReads | None
+) -> Iterator[tuple[dict[str, Any], str | None]]:
     """A Bundle file's resources, checked: valid FHIR, unique fullUrls (bdl-7), urn references resolved."""
     bundle = _read_json(path)
     history = isinstance(bundle, dict) and bundle.get("type") == "history"
@@ -166,7 +165,7 @@ def _bundle_resources(path: Path, observation_codes: Codes) -> Iterator[tuple[di
     full_urls = {full_url for _, full_url in entries if full_url}
     for index, (resource, full_url) in enumerate(entries):
         where = f"{path}: entry {index}"
-        _checked(resource, where, observation_codes)
+        _checked(resource, where, reads)
         if full_url and not history:
             version = (resource.get("meta") or {}).get("versionId")
             if (full_url, version) in seen:
@@ -178,10 +177,15 @@ def _bundle_resources(path: Path, observation_codes: Codes) -> Iterator[tuple[di
         yield resource, full_url
 
 
-def _ndjson(path: Path, observation_codes: Codes) -> Iterator[dict[str, Any]]:
+def _ndjson(path: Path, reads: ScreeningReads | None) -> Iterator[dict[str, Any]]:
+    skipped = 0
+    skippable = reads.skippable_line if reads is not None else None
     try:
         with path.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
+                if skippable is not None and skippable(raw):
+                    skipped += 1  # a resource no criterion reads: not worth parsing
+                    continue
                 if not raw.strip():
                     continue
                 where = f"{path}:{number}"
@@ -195,34 +199,57 @@ def _ndjson(path: Path, observation_codes: Codes) -> Iterator[dict[str, Any]]:
                     raise SourceError(f"{where}: invalid FHIR JSON: {exc}") from None
                 except RecursionError:
                     raise SourceError(f"{where}: JSON nested too deeply") from None
-                resource = _checked(value, where, observation_codes)
-                for ref in references_in(resource):
-                    if ref.startswith(("urn:uuid:", "urn:oid:")):
-                        raise SourceError(f"{where}: reference {ref[:200]} cannot be resolved in NDJSON")
+                resource = _checked(value, where, reads)
+                if b"urn:" in raw or b"\\u" in raw:  # the walk is costly; most lines cannot hold one
+                    for ref in references_in(resource):
+                        if ref.startswith(("urn:uuid:", "urn:oid:")):
+                            raise SourceError(f"{where}: reference {ref[:200]} cannot be resolved in NDJSON")
                 yield resource
     except OSError as exc:
         raise SourceError(f"{path}: cannot read: {exc.strerror}") from None
+    if skipped:
+        log.info("resources not read", extra={"file": path.name, "count": skipped})
 
 
-def load_records(path: Path, observation_codes: Codes = None) -> RecordBuilder:
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Loading and screening build only trees of dicts, lists and results (no reference cycles), but
+    hundreds of thousands of them: Python's cyclic collector would rescan the growing heap again and
+    again (it doubled load and screening time in profiles). Plain reference counting still frees
+    everything."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def load_records(path: Path, reads: ScreeningReads | None = None) -> RecordBuilder:
     """Read every resource under ``path`` into a RecordBuilder (one record per Patient).
 
-    ``observation_codes``: the (system, code) pairs screening reads; other Observations are not
-    validated (None: validate every Observation)."""
+    ``reads``: what screening reads; resources it never reads are not validated, and NDJSON lines of
+    Observations it never reads are not parsed (None: parse and validate everything screened)."""
+    with collector_paused():
+        return _load(path, reads)
+
+
+def _load(path: Path, reads: ScreeningReads | None) -> RecordBuilder:
     builder = RecordBuilder()
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix == ".ndjson" and p.is_file())
         if not files:
             raise SourceError(f"{path}: no .ndjson files (expected a Bulk Data export directory)")
         for file in files:
-            for resource in _ndjson(file, observation_codes):
+            for resource in _ndjson(file, reads):
                 builder.add(resource)
     elif path.is_file():
         if path.suffix == ".ndjson":
-            for resource in _ndjson(path, observation_codes):
+            for resource in _ndjson(path, reads):
                 builder.add(resource)
         else:
-            for resource, full_url in _bundle_resources(path, observation_codes):
+            for resource, full_url in _bundle_resources(path, reads):
                 builder.add(resource, full_url)
     else:
         raise SourceError(f"{path}: no such file or directory")

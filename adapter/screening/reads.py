@@ -1,0 +1,150 @@
+"""What screening reads: which resources of a source can change a screening result.
+
+A hospital export is mostly noise for this trial (vital signs, routine labs, ordinary diagnoses).
+Sources use this to decide what to check up front and what to skip:
+
+- Observations are read only through the criteria's exact codes (``PatientRecord.observations_coded``),
+  so an Observation carrying none of them is never read; in NDJSON its line need not even be parsed.
+- Conditions, Procedures and medications are read only when a coding matches one of the criteria's
+  concept sets (or a Procedure's category does). Others are skipped by the engine, which reads
+  defensively; if one is malformed enough to trip it, the whole record is validated then
+  (``screen_checked``), so a broken resource is still named.
+- Patients, Immunizations (any vaccination counts) and Medications are always read.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mappings.criteria import CriteriaDefinition
+
+_ALWAYS_READ = frozenset({"Patient", "Immunization", "Medication"})
+# The only Patient elements screening reads. A hospital's Patient is mostly names, addresses,
+# identifiers and contacts; validating those would cost most of the check and protect nothing.
+_PATIENT_READ = (
+    "resourceType",
+    "id",
+    "birthDate",
+    "_birthDate",
+    "gender",
+    "deceasedBoolean",
+    "deceasedDateTime",
+)
+_CODED = {
+    "Condition": ("code",),
+    "Procedure": ("code", "category"),
+    "MedicationRequest": ("medicationCodeableConcept",),
+    "MedicationStatement": ("medicationCodeableConcept",),
+}
+# Bulky FHIR R4 types of a hospital export that no criterion reads: their NDJSON lines are not parsed.
+_NEVER_READ = frozenset(
+    {
+        "AllergyIntolerance", "Appointment", "CarePlan", "CareTeam", "Claim", "Communication",
+        "Composition", "Coverage", "Device", "DiagnosticReport", "DocumentReference", "Encounter",
+        "EpisodeOfCare", "ExplanationOfBenefit", "FamilyMemberHistory", "Goal", "ImagingStudy",
+        "Location", "Media", "MedicationAdministration", "MedicationDispense", "Organization",
+        "Practitioner", "PractitionerRole", "Provenance", "QuestionnaireResponse", "RelatedPerson",
+        "ServiceRequest", "Specimen",
+    }
+)  # fmt: skip
+# The top-level type of an NDJSON line (Bulk Data writers put resourceType first).
+_OBSERVATION_START = b'{"resourceType":"Observation",'
+_LINE_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"\s*,')
+
+
+class ScreeningReads:
+    """The criteria's view of a source: what is read, what can be skipped unparsed."""
+
+    def __init__(self, definition: CriteriaDefinition) -> None:
+        self.observation_codes = frozenset((c.system, c.code) for c in definition.observation_codes())
+        # Any of those codes as the JSON string value of a "code" key. Codes never need escaping; a line
+        # with an escape (\u...) is parsed in full instead of trusting this scan.
+        values = sorted({code for _, code in self.observation_codes}, key=len, reverse=True)
+        self._criteria_code = re.compile(
+            rb'"code"\s*:\s*"(?:' + b"|".join(re.escape(v.encode()) for v in values) + rb')"'
+        )
+        self._concepts = list(definition.concepts.values())
+        self._matched: dict[tuple[Any, Any], bool] = {}
+
+    # --- raw NDJSON lines ------------------------------------------------------------------------
+
+    def skippable_line(self, raw: bytes) -> bool:
+        """True when an NDJSON line is a resource no criterion reads, decided without parsing it: an
+        Observation without any of the criteria's codes, or a type screening never reads.
+
+        Conservative: anything unusual (resourceType not first, escapes, a line that does not end like
+        an object) is parsed and checked as usual. Skipped lines are not checked for JSON syntax: they
+        are never read, like the vital signs a Bundle's validation skips."""
+        observation = raw.startswith(_OBSERVATION_START)
+        if not observation:
+            match = _LINE_TYPE.match(raw)
+            if match is None:
+                return False
+            kind = match[1].decode()
+            observation = kind == "Observation"
+            if not observation and kind not in _NEVER_READ:
+                return False
+        if b"\\u" in raw or not (raw.endswith(b"}\n") or raw.rstrip().endswith(b"}")):
+            return False
+        return not observation or self._criteria_code.search(raw) is None
+
+    # --- parsed resources ------------------------------------------------------------------------
+
+    def reads(self, resource: dict[str, Any]) -> bool:
+        """Whether screening reads this resource's content (so it must be valid FHIR up front)."""
+        rtype = str(resource.get("resourceType"))
+        if rtype in _ALWAYS_READ:
+            return True
+        if rtype == "Observation":
+            return self._any_coding(resource.get("code"), self._is_observation_code)
+        elements = _CODED.get(rtype)
+        if elements is None:
+            return False  # a type screening never reads (Encounter, ...)
+        if rtype.startswith("Medication") and "medicationReference" in resource:
+            return True  # the code is in a Medication or a contained resource
+        concepts: list[Any] = [resource.get(e) for e in elements]
+        if rtype == "Condition" and "extension" in resource:  # lineage may be coded in an extension
+            extensions = resource["extension"]
+            if not isinstance(extensions, list) or not all(isinstance(e, dict) for e in extensions):
+                return True  # malformed: let validation name it
+            concepts += [e.get("valueCodeableConcept") for e in extensions if isinstance(e, dict)]
+        return any(self._any_coding(concept, self._in_any_concept) for concept in concepts)
+
+    @staticmethod
+    def read_part(resource: dict[str, Any]) -> dict[str, Any]:
+        """The part of a resource screening reads, which is what needs validating."""
+        if resource.get("resourceType") == "Patient":
+            return {key: resource[key] for key in _PATIENT_READ if key in resource}
+        return resource
+
+    def _is_observation_code(self, system: Any, code: Any) -> bool:
+        return (system, code) in self.observation_codes
+
+    def _in_any_concept(self, system: Any, code: Any) -> bool:
+        if not isinstance(system, str) or not isinstance(code, str):
+            return system is not None and code is not None  # wrong types: validation names them
+        key = (system, code)
+        found = self._matched.get(key)
+        if found is None:
+            found = any(concept.matches(system, code) for concept in self._concepts)
+            if len(self._matched) < 100_000:  # a hospital's code vocabulary; bounded all the same
+                self._matched[key] = found
+        return found
+
+    @staticmethod
+    def _any_coding(concept: Any, test: Any) -> bool:
+        """True if a coding passes ``test``, or if the concept is malformed (validation will say how)."""
+        if concept is None:
+            return False
+        if not isinstance(concept, dict):
+            return True
+        codings = concept.get("coding")
+        if codings is None:
+            return False
+        if not isinstance(codings, list):
+            return True
+        for coding in codings:
+            if not isinstance(coding, dict) or test(coding.get("system"), coding.get("code")):
+                return True
+        return False
