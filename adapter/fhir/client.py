@@ -204,6 +204,10 @@ def _retryable(idempotent: bool) -> Any:
     return retry_if_exception(check)
 
 
+def _refreshable(auth: Auth | None) -> bool:
+    return callable(getattr(auth, "invalidate", None))
+
+
 class FhirClient(AsyncFHIRClient):
     """An async FHIR R4 client. Use as ``async with FhirClient(url) as client:``."""
 
@@ -305,9 +309,18 @@ class FhirClient(AsyncFHIRClient):
             ),
         )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._send_once(method, url, body, headers)
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        return await self._send_once(method, url, body, headers)
+            except FhirUnauthorized:
+                # A token the server no longer accepts (revoked, keys rotated): one fresh token, one
+                # more try. Safe for any method: a 401 means the request was not carried out.
+                if not _refreshable(self.auth):
+                    raise
+                async for attempt in retrying.copy():
+                    with attempt:
+                        return await self._send_once(method, url, body, headers)
         except httpx.TimeoutException as exc:
             raise FhirConnectionError(
                 f"timed out talking to {urlsplit(url).netloc} ({type(exc).__name__})"
@@ -337,6 +350,8 @@ class FhirClient(AsyncFHIRClient):
             return response
         # A server may echo our credentials in its error; they must not reach messages or logs.
         credential = (all_headers.get("Authorization") or "").partition(" ")[2].strip()
+        if response.status_code == 401 and credential and _refreshable(self.auth):
+            self.auth.invalidate(credential)  # type: ignore[union-attr]
         text = response.text
         if credential:
             text = text.replace(credential, "[redacted]")

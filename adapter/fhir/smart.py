@@ -265,8 +265,13 @@ class SmartBackendAuth:
                 self._last_error = exc
                 raise
 
-    def invalidate(self) -> None:
-        """Forget the cached token (e.g. after the FHIR server rejected it); the next call fetches one."""
+    def invalidate(self, rejected: str | None = None) -> None:
+        """Forget the cached token (e.g. after the FHIR server rejected it); the next call fetches one.
+
+        ``rejected``: the token a server refused. When requests in flight all come back 401, only the
+        first one throws the token away; the others find a fresh token already fetched."""
+        if rejected is not None and rejected != self._token:
+            return
         self._token = None
         self._expires_at = 0.0
 

@@ -681,3 +681,75 @@ async def test_fhir_client_reports_a_token_failure_as_one_fhir_error_line(rsa_ke
     )
     assert "\n" not in str(caught.value)
     assert patient.call_count == 0
+
+
+def _bearer(request: httpx.Request) -> str:
+    return request.headers["Authorization"].removeprefix("Bearer ")
+
+
+@respx.mock
+async def test_a_rejected_token_is_replaced_once_and_the_request_sent_again(rsa_key):
+    token = respx.post(TOKEN_URL).mock(side_effect=[token_reply("revoked-1"), token_reply("fresh-2")])
+    patient = respx.get(f"{FHIR_BASE}/Patient/p1").mock(
+        side_effect=lambda request: (
+            httpx.Response(401)
+            if _bearer(request) == "revoked-1"
+            else httpx.Response(200, json={"resourceType": "Patient", "id": "p1"})
+        )
+    )
+    async with make_auth(rsa_key) as auth, FhirClient(FHIR_BASE, auth=auth) as client:
+        assert (await client.get_json("Patient/p1"))["id"] == "p1"
+    assert token.call_count == 2
+    assert [_bearer(call.request) for call in patient.calls] == ["revoked-1", "fresh-2"]
+
+
+@respx.mock
+async def test_a_post_rejected_with_401_is_sent_again_with_a_fresh_token(rsa_key):
+    respx.post(TOKEN_URL).mock(side_effect=[token_reply("revoked-1"), token_reply("fresh-2")])
+    route = respx.post(FHIR_BASE).mock(
+        side_effect=[httpx.Response(401), httpx.Response(200, json={"resourceType": "Bundle"})]
+    )
+    async with make_auth(rsa_key) as auth, FhirClient(FHIR_BASE, auth=auth) as client:
+        await client.request("POST", "", json_body={"resourceType": "Bundle", "type": "transaction"})
+    assert [_bearer(call.request) for call in route.calls] == ["revoked-1", "fresh-2"]
+
+
+@respx.mock
+async def test_a_token_refused_again_is_one_clear_error_after_one_refresh(rsa_key):
+    from adapter.fhir.client import FhirUnauthorized
+
+    token = respx.post(TOKEN_URL).mock(side_effect=[token_reply("a"), token_reply("b"), token_reply("c")])
+    patient = respx.get(f"{FHIR_BASE}/Patient/p1").mock(return_value=httpx.Response(401))
+    async with make_auth(rsa_key) as auth, FhirClient(FHIR_BASE, auth=auth) as client:
+        with pytest.raises(FhirUnauthorized) as caught:
+            await client.get_json("Patient/p1")
+    assert "401" in str(caught.value) and "\n" not in str(caught.value)
+    assert (token.call_count, patient.call_count) == (2, 2)
+
+
+@respx.mock
+async def test_requests_in_flight_that_all_get_401_share_one_fresh_token(rsa_key):
+    token = respx.post(TOKEN_URL).mock(side_effect=[token_reply("old"), token_reply("new"), token_reply("x")])
+    respx.get(url__startswith=f"{FHIR_BASE}/Patient/").mock(
+        side_effect=lambda request: (
+            httpx.Response(401)
+            if _bearer(request) == "old"
+            else httpx.Response(200, json={"resourceType": "Patient"})
+        )
+    )
+    async with make_auth(rsa_key) as auth, FhirClient(FHIR_BASE, auth=auth) as client:
+        await auth.headers()  # everyone starts with the same (soon refused) token
+        await asyncio.gather(*(client.get_json(f"Patient/p{n}") for n in range(6)))
+    assert token.call_count == 2
+
+
+@respx.mock
+async def test_a_static_bearer_token_refused_is_not_retried():
+    from adapter.fhir.auth import BearerToken
+    from adapter.fhir.client import FhirUnauthorized
+
+    patient = respx.get(f"{FHIR_BASE}/Patient/p1").mock(return_value=httpx.Response(401))
+    async with FhirClient(FHIR_BASE, auth=BearerToken("static")) as client:
+        with pytest.raises(FhirUnauthorized):
+            await client.get_json("Patient/p1")
+    assert patient.call_count == 1
