@@ -1,13 +1,14 @@
 """The screening benchmark: does the adapter's cost follow the ALL population or the hospital?
 
-    python -m bench.run --sizes 1000,10000            # ~45 min on 2 cores (loading 10k dominates)
+    python -m bench.run --sizes 1000,10000            # loading 10k: ~8-10 min on 2 cores
     python -m bench.run --sizes 1000,10000 --with-100k
     python -m bench.run --sizes 10000 --attach 10000=/tmp/hapi10k.json   # a server bench.serve loaded
 
 For each size: generate (or reuse) the synthetic hospital (bench.synth, seed 7, 40 T-ALL + 20 other ALL
 patients at EVERY size), start a fresh HAPI (tests.support.hapi, THROUGHPUT_JVM_FLAGS + a larger heap,
-in-memory H2), load it (bench.load), then, after one untimed warm-up pass of every strategy, time every
-strategy ``--repeats`` times (rotating the order) in separate processes (bench.measure), and stop HAPI.
+in-memory H2, BULK_LOAD_APP_ARGS), load it (bench.load), then, after one untimed warm-up pass of every
+strategy, time every strategy ``--repeats`` times (rotating the order) in separate processes
+(bench.measure), and stop HAPI.
 Then screen the NDJSON files of the largest size without a server. Medians, same-run ratios and the
 machine go to bench/results/<timestamp>.json, latest.json and latest.md.
 """
@@ -159,14 +160,19 @@ def run_size(size: int, args: argparse.Namespace, attach: dict[int, Path]) -> di
         out["load"] = info.get("load")
         out.update(server_size(size, info["url"], args.as_of, args.repeats, args.strategies))
         return out
-    from tests.support.hapi import THROUGHPUT_JVM_FLAGS, build_jar, start_hapi
+    from tests.support.hapi import BULK_LOAD_APP_ARGS, THROUGHPUT_JVM_FLAGS, build_jar, start_hapi
 
     jar = build_jar(REPO)
     heap = args.heap or ("4g" if size <= 2000 else "10g")
     server = None
     try:
         log(f"{size}: starting HAPI (-Xmx{heap})")
-        server = start_hapi(jar, jvm_flags=(*THROUGHPUT_JVM_FLAGS, f"-Xmx{heap}"), timeout=600)
+        server = start_hapi(
+            jar,
+            jvm_flags=(*THROUGHPUT_JVM_FLAGS, f"-Xmx{heap}"),
+            app_args=BULK_LOAD_APP_ARGS,  # ~3-4x faster loading; no effect on searches
+            timeout=600,
+        )
         out["server"] = {"attached": False, "startup_s": server.startup_seconds, "heap": heap}
         log(f"{size}: loading {out['resources']} resources into {server.base_url}")
         stats = asyncio.run(
@@ -187,17 +193,21 @@ def run_size(size: int, args: argparse.Namespace, attach: dict[int, Path]) -> di
     return out
 
 
-def files_measure(args: argparse.Namespace, size: int) -> dict[str, Any]:
-    data = dataset(size, args.seed, args.as_of, args.data_dir)
-    log(f"files: screening {size} patients from NDJSON ({args.repeats} runs)")
-    synth_runs = [measure("files", source=data, as_of=args.as_of) for _ in range(args.repeats)]
+def files_measure(args: argparse.Namespace, sizes: list[int]) -> dict[str, Any]:
+    by_size = []
+    for size in sizes:
+        data = dataset(size, args.seed, args.as_of, args.data_dir)
+        log(f"files: screening {size} patients from NDJSON ({args.repeats} runs)")
+        runs = [measure("files", source=data, as_of=args.as_of) for _ in range(args.repeats)]
+        by_size.append({"patients": size, **median_of(runs)})
     sample_runs = [
         measure("files", source=SAMPLE_BUNDLE, as_of=args.as_of, repeat=200) for _ in range(args.repeats)
     ]
     return {
-        "synthetic": {"patients": size, **median_of(synth_runs)},
+        "synthetic": by_size[-1],  # the largest size
+        "synthetic_by_size": by_size,
         "sample_bundle": {"patients": sample_runs[0]["screened"], **median_of(sample_runs)},
-        "note": "one process = one core (screening is single-threaded CPU work)",
+        "note": "one process = one core (screening is single-threaded): patients per CPU-second",
     }
 
 
@@ -214,7 +224,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}.",
         f"Data: bench.synth seed {result['seed']}, as-of {result['as_of']}, 40 T-ALL + 20 other ALL patients at "
         "every size. Times are medians of "
-        f"{result['repeats']} runs after a warm-up pass; peak RSS = getrusage ru_maxrss of the measuring process.",
+        f"{result['repeats']} runs after a warm-up pass; peak RSS = VmHWM of the measuring process.",
         "",
         "| patients | resources | load res/s | strategy | wall s (median) | requests | MB received | peak RSS MB | candidates |",
         "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -236,11 +246,19 @@ def markdown(result: dict[str, Any]) -> str:
     if f:
         lines += [
             "",
-            f"Files (no server, one core): {f['synthetic']['patients']:,} synthetic patients end to end "
-            f"{fmt(f['synthetic']['patients_per_s'], 0)} patients/s (screening alone "
-            f"{fmt(f['synthetic']['engine_patients_per_s'], 0)}/s); the {f['sample_bundle']['patients']}-patient sample bundle "
-            f"{fmt(f['sample_bundle']['patients_per_s'], 0)} patients/s.",
+            "Files (no server, one process = one core; patients per CPU-second, end to end: read, group, "
+            "screen every Patient):",
+            "",
+            "| source | patients | CPU s | patients / CPU-s | screening alone / s | peak RSS MB |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
+        rows = [(f"synthetic {x['patients']:,}", x) for x in f.get("synthetic_by_size") or [f["synthetic"]]]
+        rows.append(("sample bundle (all leukaemia)", f["sample_bundle"]))
+        for name, x in rows:
+            lines.append(
+                f"| {name} | {x['screened']:,.0f} | {fmt(x.get('cpu_s'), 3)} | {fmt(x.get('patients_per_cpu_s'), 0)} | "
+                f"{fmt(x['engine_patients_per_s'], 0)} | {fmt(x.get('peak_rss_mb'), 0)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -280,16 +298,16 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         )
     f = result.get("files")
     if f:
-        v = f["synthetic"]["patients_per_s"]
+        v = f["synthetic"]["patients_per_cpu_s"]
         out.append(
             {
-                "name": "files: patients/s/core (synthetic hospital)",
+                "name": f"files: patients/s/core (synthetic hospital, {f['synthetic']['patients']:,})",
                 "value": v,
                 "target": ">= 2000",
                 "met": v >= 2000,
             }
         )
-        v = f["sample_bundle"]["patients_per_s"]
+        v = f["sample_bundle"]["patients_per_cpu_s"]
         out.append(
             {
                 "name": "files: patients/s/core (sample bundle)",
@@ -345,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for size in sizes:
         result["sizes"].append(run_size(size, args, attach))
-    result["files"] = files_measure(args, args.files_size or max(sizes))
+    result["files"] = files_measure(args, [args.files_size] if args.files_size else sorted(sizes))
     result["targets"] = targets(result)
     RESULTS.mkdir(exist_ok=True)
     text = json.dumps(result, indent=2)

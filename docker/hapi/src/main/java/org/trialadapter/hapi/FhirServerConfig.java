@@ -6,6 +6,7 @@ import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.context.support.IValidationSupport;
 import ca.uhn.fhir.jpa.api.config.JpaStorageSettings;
 import ca.uhn.fhir.jpa.api.dao.IFhirSystemDao;
+import ca.uhn.fhir.jpa.api.svc.IIdHelperService;
 import ca.uhn.fhir.jpa.config.util.HapiEntityManagerFactoryUtil;
 import ca.uhn.fhir.jpa.model.config.PartitionSettings;
 import ca.uhn.fhir.jpa.model.config.SubscriptionSettings;
@@ -20,7 +21,10 @@ import ca.uhn.fhir.rest.server.RestfulServer;
 import ca.uhn.fhir.rest.server.interceptor.LoggingInterceptor;
 import ca.uhn.fhir.rest.server.provider.ResourceProviderFactory;
 import ca.uhn.fhir.rest.server.util.ISearchParamRegistry;
+import jakarta.persistence.EntityManager;
+import jakarta.persistence.EntityManagerFactory;
 import java.util.Map;
+import java.util.function.Supplier;
 import javax.sql.DataSource;
 import org.hl7.fhir.dstu2.model.Subscription.SubscriptionChannelType;
 import org.springframework.beans.factory.annotation.Value;
@@ -31,6 +35,7 @@ import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
 import org.springframework.context.annotation.Primary;
 import org.springframework.orm.jpa.LocalContainerEntityManagerFactoryBean;
+import org.springframework.orm.jpa.SharedEntityManagerCreator;
 
 /**
  * The beans HAPI's JPA configuration expects the application to provide, plus the
@@ -49,8 +54,17 @@ public class FhirServerConfig {
 			@Value("${hapi.client-id-strategy:ALPHANUMERIC}") JpaStorageSettings.ClientIdStrategyEnum clientIds,
 			@Value("${hapi.allow-multiple-delete:true}") boolean allowMultipleDelete,
 			@Value("${hapi.expunge-enabled:true}") boolean expungeEnabled,
-			@Value("${hapi.reuse-cached-search-results-millis:0}") long reuseCachedSearchMillis) {
+			@Value("${hapi.reuse-cached-search-results-millis:0}") long reuseCachedSearchMillis,
+			@Value("${hapi.delete-enabled:true}") boolean deleteEnabled,
+			@Value("${hapi.mass-ingestion-mode:false}") boolean massIngestionMode) {
 		JpaStorageSettings s = new JpaStorageSettings();
+		// Bulk loading (bench) only; both change visible behaviour, so off by default.
+		// delete-enabled=false: DELETE is refused, and in exchange HAPI may trust its id cache
+		// when resolving reference targets (nothing can have been deleted since it was cached).
+		s.setDeleteEnabled(deleteEnabled);
+		// mass ingestion: skips some per-write re-reads and duplicate checks of conditional
+		// operations and keeps id caches longer.
+		s.setMassIngestionMode(massIngestionMode);
 		// absolute references to other servers are stored as-is instead of being rejected
 		s.setAllowExternalReferences(allowExternalReferences);
 		// relative references to resources that are not (yet) on this server are accepted
@@ -92,9 +106,15 @@ public class FhirServerConfig {
 	 */
 	@Bean
 	public SubscriptionSettings subscriptionSettings(
-			@Value("${hapi.subscription.submission-interval-ms:1000}") long submissionIntervalMs) {
+			@Value("${hapi.subscription.submission-interval-ms:1000}") long submissionIntervalMs,
+			@Value("${hapi.subscription.enabled:true}") boolean enabled) {
 		SubscriptionSettings s = new SubscriptionSettings();
-		s.addSupportedSubscriptionType(SubscriptionChannelType.RESTHOOK);
+		// enabled=false (bulk loading): with no supported channel type HAPI does not register its
+		// matcher, so a write no longer stores a "resource modified" row that a scheduled job then
+		// reads back, matches and deletes (~15% of the server's CPU while loading).
+		if (enabled) {
+			s.addSupportedSubscriptionType(SubscriptionChannelType.RESTHOOK);
+		}
 		s.setSubscriptionIntervalInMs(submissionIntervalMs);
 		s.setSubscriptionChangeQueuedImmediately(true);
 		return s;
@@ -114,6 +134,25 @@ public class FhirServerConfig {
 			public Object postProcessAfterInitialization(Object bean, String beanName) {
 				if (bean instanceof JobMaintenanceServiceImpl maintenance) {
 					maintenance.setScheduledJobFrequencyMillis(intervalMs);
+				}
+				return bean;
+			}
+		};
+	}
+
+	/** See {@link SplitIdLookups}: one indexed id lookup per id instead of a table scan on H2. */
+	@Bean
+	public static BeanPostProcessor splitIdLookups(
+			@Value("${hapi.db.split-id-lookups:true}") boolean split, ConfigurableListableBeanFactory beanFactory) {
+		return new BeanPostProcessor() {
+			@Override
+			public Object postProcessAfterInitialization(Object bean, String beanName) {
+				if (split && bean instanceof IIdHelperService<?> helper) {
+					// the shared EntityManager joins whatever transaction the caller is in;
+					// looked up lazily because it does not exist yet when this bean is wrapped
+					Supplier<EntityManager> em = () -> SharedEntityManagerCreator.createSharedEntityManager(
+							beanFactory.getBean(EntityManagerFactory.class));
+					return SplitIdLookups.wrap(helper, em);
 				}
 				return bean;
 			}
