@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapter.fault_points import crash_point
-from adapter.fhir.client import Auth, FhirClient, RetryPolicy
+from adapter.fhir.client import Auth, FhirClient
 from mappings.criteria import CriteriaDefinition
 
 from .checks import InputError, parse_json
@@ -97,19 +97,19 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        def client(timeout: float, retry: RetryPolicy | None = None) -> FhirClient:
+        def client(timeout: float) -> FhirClient:
             return FhirClient(
                 settings.fhir_url,
                 auth=settings.fhir_auth,
                 timeout=timeout,
-                retry=retry,
                 url_aliases=settings.url_aliases,
                 verify=settings.verify_tls,
             )
 
         fhir = client(settings.timeout)
-        # Forwarding decides its own timeouts (sized to each transaction) and retries (circuit breaker).
-        forward = client(24 * 3600.0, RetryPolicy(attempts=1))
+        # Forwarding sizes its own timeouts to each transaction; sent as non-idempotent, so the client
+        # retries only what never reached the server (429, 503, connect errors), never a timeout.
+        forward = client(24 * 3600.0)
         inbox = Inbox(
             settings.inbox_path, replay_window=settings.replay_window, dead_window=settings.dead_window
         )
