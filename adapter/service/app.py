@@ -35,7 +35,7 @@ from .inbox import BodyExpired, IdempotencyConflict, Inbox
 from .intake import Checked, CpuPool, check_push, screen_body
 from .meta import VERSION, capability_statement, docs_page, with_security
 from .processor import Processor
-from .sources import Caller, Source, Sources, describe
+from .sources import ANY_SYSTEM, Caller, Source, Sources, describe
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> FastAPI:
     state: dict[str, Any] = {}
-    dev_source = Source("dev")  # --dev-open: one source, authoritative for everything
+    dev_source = Source("dev", frozenset({ANY_SYSTEM}))  # --dev-open: one source, authoritative for all
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
