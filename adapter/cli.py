@@ -42,6 +42,7 @@ relapsed/refractory T-ALL).
   screen    screen patients against every eligibility criterion, from files or a FHIR server
   worker    keep screening a FHIR server and flag candidates back in it (ResearchSubject + Task)
   serve     accept patient data pushed by integration engines, keep it safe, screen it
+  load-sample  load the bundled sample population into a FHIR server (for trying the above)
 
 Try:  trial-adapter screen --sample --as-of 2026-11-23 --format html --output report.html
 """
@@ -151,6 +152,35 @@ def cmd_publish(args: argparse.Namespace) -> int:
             return await publish(client, args.study, args.dry_run)
 
     return asyncio.run(run())
+
+
+SAMPLE_MRN_SYSTEM = "http://trial-adapter.org/fhir/sid/sample-mrn"  # the sample bundle's Patient.identifier
+
+
+def cmd_load_sample(args: argparse.Namespace) -> int:
+    """The bundled sample population into a FHIR server, the way the ingestion service forwards data
+    (source 'sample': conditional updates on the sample MRNs, derived ids, meta.source, Provenance)."""
+    from datetime import UTC, datetime
+
+    from adapter.service.forward import plan_forward
+    from adapter.service.sources import Source
+
+    bundle = json.loads(sample_bundle_path().read_text(encoding="utf-8"))
+    source = Source("sample", frozenset({SAMPLE_MRN_SYSTEM}))
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    plan = plan_forward(bundle, source, "sample-population", now, max_entries=len(bundle["entry"]))
+
+    async def run() -> None:
+        async with _client(args) as client:
+            for chunk in plan.chunks:  # conditional updates and PUTs: a rerun changes nothing
+                await client.transaction(chunk.bundle, idempotent=True)
+
+    asyncio.run(run())
+    patients = sum(1 for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    print(
+        f"loaded {len(bundle['entry'])} resources ({patients} patients) into {args.fhir_url}", file=sys.stderr
+    )
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -371,6 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_screen.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
     _server_options(p_screen, required=False)
     p_screen.set_defaults(func=cmd_screen)
+
+    p_load = commands.add_parser(
+        "load-sample",
+        help="load the bundled sample population (26 patients) into a FHIR server, idempotently",
+    )
+    _server_options(p_load, required=True)
+    p_load.set_defaults(func=cmd_load_sample)
 
     p_worker = commands.add_parser(
         "worker",
