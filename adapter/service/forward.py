@@ -151,6 +151,9 @@ class _Identities:
                 self.by_name[entry["fullUrl"]] = index
             if resource.get("id"):
                 self.by_name[f"{resource['resourceType']}/{resource['id']}"] = index
+            if resource["resourceType"] == "Patient":  # a conditional reference to a Patient sent along
+                for system, value in _identifiers(resource):
+                    self.by_name[f"Patient?identifier={system}|{value}"] = index
         self.keys: dict[int, tuple[str, str]] = {}
 
     def key(self, index: int, seen: frozenset[int] = frozenset()) -> tuple[str, str]:
@@ -262,8 +265,9 @@ def plan_forward(
     order = list(range(len(entries)))
     split = bundle.get("type") != "transaction"
     if split and len(entries) > max_entries:
-        order = _order(entries, ids.by_name) or order
-        split = order is not None
+        ordered = _order(entries, ids.by_name)
+        split = ordered is not None  # references in a cycle: one transaction
+        order = ordered or order
     size = max_entries if split else max(1, len(entries))
     chunks = []
     conditional: list[str] = []

@@ -271,7 +271,9 @@ class Processor:
             marker = await self.forward_client.get_json(f"Provenance/{chunk.marker}")
         except FhirNotFound:
             return None
-        targets = [str((t or {}).get("reference") or "") for t in marker.get("target") or ()]
+        targets = [
+            str((t or {}).get("reference") or "").split("/_history")[0] for t in marker.get("target") or ()
+        ]
         return dict(zip(chunk.urns, targets, strict=False))
 
     async def _address(self, chunk: Chunk, source: Source) -> None:

@@ -360,3 +360,26 @@ def test_serve_listens_on_8090_by_default():
 
     args = build_parser().parse_args(["serve", "--fhir-url", "http://x/fhir"])
     assert args.listen == "127.0.0.1:8090"
+
+
+def test_a_conditional_reference_to_a_patient_sent_along_points_at_that_entry():
+    bundle = engine_bundle("urn:mrn:a", "7")
+    bundle["entry"][1]["resource"]["subject"] = {"reference": "Patient?identifier=urn:mrn:a|7"}
+    plan = plan_forward(bundle, A, "item", NOW)
+    assert plan.conditional_patients == []  # nothing to wait for: it is in the payload
+    entries = plan.chunks[0].bundle["entry"]
+    assert entries[1]["resource"]["subject"]["reference"] == entries[0]["fullUrl"]
+    elsewhere = engine_bundle("urn:mrn:a", "7")
+    elsewhere["entry"][1]["resource"]["subject"] = {"reference": "Patient?identifier=urn:mrn:a|8"}
+    assert plan_forward(elsewhere, A, "item", NOW).conditional_patients == ["Patient?identifier=urn:mrn:a|8"]
+
+
+def test_entries_referring_in_a_cycle_are_never_split():
+    bundle = engine_bundle("urn:mrn:a", "1")
+    patient = bundle["entry"][0]["resource"]
+    patient["managingOrganization"] = {"reference": "Organization/o"}
+    organization = {"resourceType": "Organization", "id": "o", "partOf": {"reference": "Observation/1"}}
+    bundle["entry"].append({"fullUrl": "Organization/o", "resource": organization})
+    bundle["entry"][1]["resource"]["performer"] = [{"reference": "Organization/o"}]
+    patient_ref_cycle = plan_forward(bundle, A, "item", NOW, max_entries=1)
+    assert len(patient_ref_cycle.chunks) == 1
