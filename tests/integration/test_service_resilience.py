@@ -52,6 +52,8 @@ def behind_proxy(hapi_url, tmp_path_factory) -> Iterator[tuple[Service, FaultPro
             "0.2",
             "--max-transaction-entries",
             "4",
+            "--reference-wait",
+            "3",
         )
         try:
             yield running, proxy
@@ -121,6 +123,21 @@ def test_a_fhir_server_outage_with_a_queue_makes_no_dead_letters(service, hapi_u
     for mrn in mrns:
         assert len(patients(hapi_url, mrn)) == 1
     assert running.inbox().get("dead", 0) == 0
+
+
+def test_data_waiting_for_a_patient_that_never_comes_is_dead_lettered_after_the_wait(service):
+    running, _ = service
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "orphan"},
+        "subject": {"reference": f"Patient?identifier={MRN}|never-{uuid.uuid4().hex[:8]}"},
+    }
+    reply = running.post("/fhir/Observation", observation)
+    assert reply.status_code == 202
+    assert running.status(reply.headers["Location"])["state"] in ("accepted", "processing")
+    dead = running.wait_done(reply.headers["Location"], timeout=60)
+    assert dead["state"] == "dead" and "waiting for a referenced Patient" in dead["error"], dead
 
 
 def big_bundle(observations: int) -> dict:
