@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -33,9 +36,17 @@ T = TypeVar("T")
 _definition: CriteriaDefinition | None = None
 
 
-def _init(definition: CriteriaDefinition) -> None:
+def _init(definition: CriteriaDefinition, parent: int | None = None) -> None:
     global _definition
     _definition = definition
+    if parent is not None:  # a worker process: it must not outlive the service (e.g. after kill -9)
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 @dataclass(frozen=True)
@@ -118,7 +129,7 @@ class CpuPool:
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with threads
             initializer=_init,
-            initargs=(self.definition,),
+            initargs=(self.definition, os.getpid()),
         )
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import httpx
 import pytest
@@ -177,3 +178,35 @@ def test_healthz_stays_fast_while_large_screen_calls_run(hapi_url, tmp_path):
     assert max(latencies) < 1.0, sorted(latencies)[-5:]
     stderr = running.process.stderr.read() if running.process.stderr else ""
     assert "\x1b[" not in stderr  # no ANSI colour codes in the JSON logs
+
+
+def test_cpu_worker_processes_never_outlive_a_killed_service(hapi_url, tmp_path):
+    import signal
+    import subprocess
+
+    running = Service(hapi_url, tmp_path / "inbox.sqlite")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in candidate_on_server("k-1", date(2026, 11, 23))],
+    }
+    assert running.post("/fhir/ResearchStudy/$screen?asOf=2026-11-23", bundle).status_code == 200
+    listed = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(running.process.pid)], capture_output=True, text=True
+    )
+    children = [int(p) for p in listed.stdout.split()]
+    assert children  # the pool's processes (and the resource tracker)
+    running.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    alive = children
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in children if Path(f"/proc/{p}").exists() and "zombie" not in _state(p)]
+    assert not alive, alive
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
