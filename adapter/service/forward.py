@@ -36,7 +36,8 @@ from .checks import InputError
 from .sources import SOURCE_SYSTEM, Source
 
 DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
-# Provenance.agent.type: http://hl7.org/fhir/R4/codesystem-provenance-participant-type.html ("author")
+# Provenance.agent.type "author" ("a party that originates the resource"):
+# https://hl7.org/fhir/R4/codesystem-provenance-agent-type.html
 PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 CODE_ELEMENTS = ("code", "vaccineCode", "medicationCodeableConcept")
 
