@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ relapsed/refractory T-ALL).
   screen    screen patients against every eligibility criterion, from files or a FHIR server
   worker    keep screening a FHIR server and flag candidates back in it (ResearchSubject + Task)
   serve     accept patient data pushed by integration engines, keep it safe, screen it
+  load-sample  load the bundled sample population into a FHIR server (for trying the above)
 
 Try:  trial-adapter screen --sample --as-of 2026-11-23 --format html --output report.html
 """
@@ -152,6 +154,35 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+SAMPLE_MRN_SYSTEM = "http://trial-adapter.org/fhir/sid/sample-mrn"  # the sample bundle's Patient.identifier
+
+
+def cmd_load_sample(args: argparse.Namespace) -> int:
+    """The bundled sample population into a FHIR server, the way the ingestion service forwards data
+    (source 'sample': conditional updates on the sample MRNs, derived ids, meta.source, Provenance)."""
+    from datetime import UTC, datetime
+
+    from adapter.service.forward import plan_forward
+    from adapter.service.sources import Source
+
+    bundle = json.loads(sample_bundle_path().read_text(encoding="utf-8"))
+    source = Source("sample", frozenset({SAMPLE_MRN_SYSTEM}))
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    plan = plan_forward(bundle, source, "sample-population", now, max_entries=len(bundle["entry"]))
+
+    async def run() -> None:
+        async with _client(args) as client:
+            for chunk in plan.chunks:  # conditional updates and PUTs: a rerun changes nothing
+                await client.transaction(chunk.bundle, idempotent=True)
+
+    asyncio.run(run())
+    patients = sum(1 for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    print(
+        f"loaded {len(bundle['entry'])} resources ({patients} patients) into {args.fhir_url}", file=sys.stderr
+    )
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from adapter.worker.run import run_worker
 
@@ -164,36 +195,54 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def _api_keys(args: argparse.Namespace) -> dict[str, str]:
-    """API keys (key -> role) from SERVICE_API_KEYS ('key:role,...') and/or a file ('key role' lines)."""
+def _sources(args: argparse.Namespace) -> Any:
+    """Sources from --sources FILE, or (backwards compatible) one 'default' source from SERVICE_API_KEYS
+    ('key:role,...') and/or --api-keys-file ('key role' lines)."""
+    from adapter.service.sources import SourceConfigError, load_sources
+
     entries = [e for e in os.environ.get("SERVICE_API_KEYS", "").split(",") if e.strip()]
     if args.api_keys_file:
         try:
             entries += args.api_keys_file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError):
             raise CliError(f"cannot read API keys from {args.api_keys_file}") from None
-    keys = {}
-    for raw in entries:
-        parts = raw.replace(":", " ").split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        role = parts[1] if len(parts) > 1 else "push"
-        if role not in ("push", "admin") or len(parts[0]) < 16:
-            raise CliError("each API key needs at least 16 characters and a role of push or admin")
-        keys[parts[0]] = role
-    return keys
+    entries = [e for e in entries if e.strip() and not e.strip().startswith("#")]
+    try:
+        return load_sources(args.sources, entries, os.environ.get("SERVICE_AUTHORITATIVE_SYSTEMS"))
+    except SourceConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _bind(host: str, port: int) -> Any:
+    """The listening socket, bound here so that a taken port is one clear line, not uvicorn's exit 3."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+        raise CliError(
+            f"cannot listen on {host}:{port}: the port {reason}; choose another with --listen"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from adapter.httpserver import EmbeddedServer, parse_listen
-    from adapter.service.app import ServiceSettings, create_app
+    from adapter.service.app import DAY, ServiceSettings, create_app
 
-    keys = _api_keys(args)
-    if not keys and not args.dev_open:
+    sources = _sources(args)
+    if not sources and not args.dev_open:
         raise CliError(
-            "no API keys configured: set SERVICE_API_KEYS or --api-keys-file (or --dev-open, development only)",
+            "no API keys configured: use --sources FILE, SERVICE_API_KEYS or --api-keys-file "
+            "(or --dev-open, development only)",
             EXIT_USAGE,
         )
     try:
@@ -203,7 +252,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServiceSettings(
         fhir_url=args.fhir_url,
         inbox_path=args.inbox,
-        api_keys=keys,
+        sources=sources,
         dev_open=args.dev_open,
         max_body_bytes=args.max_body_bytes,
         max_entries=args.max_entries,
@@ -212,10 +261,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         url_aliases=args.url_alias or [],
         verify_tls=not args.insecure,
+        cpu_workers=args.cpu_workers,
+        replay_window=args.replay_window_days * DAY,
+        dead_window=args.dead_letter_days * DAY,
+        max_attempts=args.max_attempts,
+        backoff=args.retry_backoff,
+        reference_wait=args.reference_wait,
+        max_transaction_entries=args.max_transaction_entries,
     )
+    sock = _bind(host, port)
     app = create_app(settings, _criteria(args.study))
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        use_colors=False,
     )
     server = EmbeddedServer(config)
 
@@ -224,7 +287,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-        await server.serve()
+        await server.serve(sockets=[sock])
 
     asyncio.run(run())
     if not server.started:
@@ -339,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     _server_options(p_screen, required=False)
     p_screen.set_defaults(func=cmd_screen)
 
+    p_load = commands.add_parser(
+        "load-sample",
+        help="load the bundled sample population (26 patients) into a FHIR server, idempotently",
+    )
+    _server_options(p_load, required=True)
+    p_load.set_defaults(func=cmd_load_sample)
+
     p_worker = commands.add_parser(
         "worker",
         help="keep screening a FHIR server and flag candidates back in it",
@@ -387,24 +457,31 @@ def build_parser() -> argparse.ArgumentParser:
     p_serve = commands.add_parser(
         "serve",
         help="accept patient data pushed by integration engines, store it durably, screen it",
-        description="A FHIR-style HTTP API (POST /fhir with a Bundle, POST /fhir/{type}, "
+        description="A FHIR-style HTTP API (POST /fhir with a Bundle, POST /fhir/{type}, PUT /fhir/{type}/{id}, "
         "POST /fhir/ResearchStudy/$screen). Accepted data is committed to an SQLite inbox before the "
-        "202, then forwarded to the FHIR server, screened and flagged. API keys come from "
-        "SERVICE_API_KEYS ('key:role,...', role push or admin) or --api-keys-file, never from flags.",
+        "202, then forwarded to the FHIR server, screened and flagged. Each API key belongs to a source "
+        "(--sources FILE, JSON or YAML); SERVICE_API_KEYS ('key:role,...', role push or admin) or "
+        "--api-keys-file define one source, 'default'. Keys never come from flags.",
     )
     _server_options(p_serve, required=True)
     p_serve.add_argument(
-        "--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="default 127.0.0.1:8080"
+        "--listen", default="127.0.0.1:8090", metavar="HOST:PORT", help="default 127.0.0.1:8090"
     )
     p_serve.add_argument(
         "--inbox",
         type=Path,
         default=Path(".trial-adapter/inbox.sqlite"),
         metavar="FILE",
-        help="SQLite inbox file",
+        help="SQLite inbox file (created mode 0600)",
     )
     p_serve.add_argument(
-        "--api-keys-file", type=Path, metavar="FILE", help="API keys, one 'key role' per line"
+        "--sources", type=Path, metavar="FILE", help="the sources: their keys, identifier systems and types"
+    )
+    p_serve.add_argument(
+        "--api-keys-file",
+        type=Path,
+        metavar="FILE",
+        help="API keys of the default source, 'key role' per line",
     )
     p_serve.add_argument(
         "--dev-open", action="store_true", help="DEVELOPMENT ONLY: accept requests without credentials"
@@ -413,6 +490,51 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-body-bytes", type=int, default=20_000_000, metavar="N", help="request size limit"
     )
     p_serve.add_argument("--max-entries", type=int, default=10_000, metavar="N", help="Bundle entry limit")
+    p_serve.add_argument(
+        "--max-transaction-entries",
+        type=int,
+        default=500,
+        metavar="N",
+        help="collection and batch Bundles are forwarded in transactions of at most N entries (default 500)",
+    )
+    p_serve.add_argument(
+        "--cpu-workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="processes for parsing and $screen (default 2)",
+    )
+    p_serve.add_argument(
+        "--replay-window-days",
+        type=float,
+        default=7.0,
+        metavar="DAYS",
+        help="keep a processed payload's body this long, for replay (default 7)",
+    )
+    p_serve.add_argument(
+        "--dead-letter-days",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="keep a dead letter's body this long (default 30)",
+    )
+    p_serve.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="attempts while the FHIR server is up (default 5)",
+    )
+    p_serve.add_argument(
+        "--retry-backoff", type=float, default=2.0, metavar="SECONDS", help="first retry delay (default 2)"
+    )
+    p_serve.add_argument(
+        "--reference-wait",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how long data waits for the Patient it refers to (default 3600)",
+    )
     p_serve.add_argument(
         "--no-processing",
         action="store_true",

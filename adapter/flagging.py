@@ -13,7 +13,9 @@ found by a deterministic identifier, and one review Task for the study coordinat
 The adapter only moves a ResearchSubject between candidate and the ineligible it set itself (marked
 with a meta tag). Any other status means a person has moved it on: it is never touched. Updates carry
 If-Match, so a concurrent human change is not overwritten. Every change is recorded in a Provenance
-whose id is derived from the change, so a retried write replaces it instead of adding another.
+whose id is derived from the change and the version it changes, so a resent write replaces it instead of
+adding another, while the same change made again later (candidate, ineligible, candidate, ineligible)
+gets its own Provenance and never overwrites the earlier one.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ class FlagOutcome:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _version(resource: dict[str, Any]) -> str:
+    """The version a change starts from (with the id: unique per change of that resource)."""
+    meta = resource.get("meta") or {}
+    return f"{resource.get('id')}/{meta.get('versionId') or meta.get('lastUpdated') or _now()}"
 
 
 def _urn(*parts: str) -> str:
@@ -218,11 +226,13 @@ class Flagger:
         return task
 
     def _provenance(
-        self, result: PatientResult, identifier: str, action: str, targets: list[str], why: str
+        self, result: PatientResult, identifier: str, action: str, targets: list[str], why: str, basis: str
     ) -> tuple[str, dict]:
+        """``basis``: what this change starts from (the changed resource's version; for a first flag, the
+        time): one Provenance per change, the same one for a resend of that change."""
         digest = hashlib.sha256(
             "|".join(
-                [identifier, action, result.status, *(f"{c.id}={c.result}" for c in result.criteria)]
+                [identifier, action, basis, result.status, *(f"{c.id}={c.result}" for c in result.criteria)]
             ).encode()
         ).hexdigest()[:32]
         provenance = {
@@ -257,7 +267,7 @@ class Flagger:
         subject = self._subject(result, identifier, "candidate")
         task = self._task(result, identifier, subject_urn, "requested", None)
         prov_url, provenance = self._provenance(
-            result, identifier, "flagged", [subject_urn, task_urn], "screening result: candidate"
+            result, identifier, "flagged", [subject_urn, task_urn], "screening result: candidate", _now()
         )
         reply = await self._commit(
             [
@@ -307,6 +317,7 @@ class Flagger:
             "task-updated",
             [subject_ref],
             "screening result: candidate; unknown criteria changed",
+            _version(task) if task is not None else _now(),
         )
         entries.append({"resource": provenance, "request": {"method": "PUT", "url": prov_url}})
         await self._commit(entries)
@@ -352,7 +363,9 @@ class Flagger:
                 )
             )
             targets.append(f"Task/{task['id']}")
-        prov_url, provenance = self._provenance(result, identifier, "made-ineligible", targets, reason)
+        prov_url, provenance = self._provenance(
+            result, identifier, "made-ineligible", targets, reason, _version(subject)
+        )
         entries.append({"resource": provenance, "request": {"method": "PUT", "url": prov_url}})
         await self._commit(entries)
         log.info(
@@ -369,7 +382,12 @@ class Flagger:
             self._task_entry(self._task(result, identifier, subject_ref, "requested", None), task, identifier)
         )
         prov_url, provenance = self._provenance(
-            result, identifier, "reopened", [subject_ref], "screening result: candidate again"
+            result,
+            identifier,
+            "reopened",
+            [subject_ref],
+            "screening result: candidate again",
+            _version(subject),
         )
         entries.append({"resource": provenance, "request": {"method": "PUT", "url": prov_url}})
         await self._commit(entries)

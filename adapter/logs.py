@@ -17,6 +17,8 @@ LOG_FILE_ENV = "TRIAL_ADAPTER_LOG_FILE"
 NOISY_LOGGERS = ("httpx", "httpcore")  # they log full URLs, whose queries can hold patient data
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# uvicorn adds its message again with ANSI colour codes: not for JSON logs.
+_DROPPED = _STANDARD | {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,7 +30,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        payload.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        payload.update({k: v for k, v in vars(record).items() if k not in _DROPPED})
         if record.exc_info and record.exc_info[0] is not None:
             payload["error"] = record.exc_info[0].__name__  # the type only: messages can carry data
         return json.dumps(payload, default=str)

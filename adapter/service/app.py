@@ -1,20 +1,18 @@
 """The ingestion service: a FHIR-style HTTP API that integration engines push patient data to.
 
 POST /fhir                           a transaction, batch or collection Bundle -> 202 + status location
-POST /fhir/{type}                    one resource -> 202
+POST /fhir/{type}, PUT /fhir/{type}/{id}   one resource -> 202
 POST /fhir/ResearchStudy/$screen     one patient's Bundle -> the per-criterion result, writing nothing
 PUT|POST /notify/...                 rest-hook Subscription notifications -> re-screen those patients
 GET  /fhir/metadata                  the CapabilityStatement
-GET  /status/{id}, /status?state=    processing status, dead letters; POST /status/{id}/$replay
+GET  /status/{id}, /status?state=    processing status (a source sees its own), POST /status/{id}/$replay
 GET  /healthz                        liveness and inbox counts (no auth)
-OpenAPI docs at /docs.
+GET  /docs, /openapi.json            API docs, served offline
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,33 +23,33 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapter.fault_points import crash_point
 from adapter.fhir.client import Auth, FhirClient
-from adapter.screening.engine import Screener
-from adapter.screening.record import RecordBuilder
-from adapter.screening.results import PatientResult, ScreeningReport
-from adapter.sources.files import bundle_entries
 from mappings.criteria import CriteriaDefinition
 
-from .checks import ACCEPTED_TYPES, InputError, check_bundle, check_resource, parse_json
-from .inbox import Inbox
+from .checks import InputError, parse_json
+from .inbox import BodyExpired, IdempotencyConflict, Inbox
+from .intake import Checked, CpuPool, check_push, screen_body
+from .meta import VERSION, capability_statement, docs_page, with_security
 from .processor import Processor
+from .sources import ANY_SYSTEM, Caller, Source, Sources, describe
 
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 JSON_TYPES = ("application/fhir+json", "application/json")
-VERSION = "0.1.0"
+MAX_LIST = 1000
+DAY = 86400.0
 
 
 @dataclass
 class ServiceSettings:
     fhir_url: str
     inbox_path: Path
-    api_keys: dict[str, str] = field(default_factory=dict, repr=False)  # key -> role (push | admin)
+    sources: Sources = field(default_factory=Sources, repr=False)
     dev_open: bool = False
     max_body_bytes: int = 20_000_000
     max_entries: int = 10_000
@@ -60,6 +58,13 @@ class ServiceSettings:
     timeout: float = 60.0
     url_aliases: list[str] = field(default_factory=list)
     verify_tls: bool = True
+    cpu_workers: int = 2
+    replay_window: float = 7 * DAY
+    dead_window: float = 30 * DAY
+    max_attempts: int = 5
+    backoff: float = 2.0
+    reference_wait: float = 3600.0
+    max_transaction_entries: int = 500
 
 
 def outcome(status: int, code: str, text: str, severity: str = "error") -> JSONResponse:
@@ -68,64 +73,6 @@ def outcome(status: int, code: str, text: str, severity: str = "error") -> JSONR
         "issue": [{"severity": severity, "code": code, "diagnostics": text}],
     }
     return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
-
-
-def capability_statement(base: str) -> dict[str, Any]:
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": date.today().isoformat(),
-        "kind": "instance",
-        "software": {"name": "trial-adapter ingestion service", "version": VERSION},
-        "implementation": {"description": "Accepts patient data for NCT06849401 screening", "url": base},
-        "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "application/json"],
-        "rest": [
-            {
-                "mode": "server",
-                "documentation": "Pushed data is stored durably, answered 202 with a status location, "
-                "forwarded to the system-of-record FHIR server and screened in the background.",
-                "security": {
-                    "description": "Authorization: Bearer <key>, or X-API-Key: <key>. Keys are configured "
-                    "per deployment."
-                },
-                "resource": [
-                    {"type": rtype, "interaction": [{"code": "create"}]} for rtype in sorted(ACCEPTED_TYPES)
-                ]
-                + [
-                    {
-                        "type": "ResearchStudy",
-                        "operation": [
-                            {
-                                "name": "screen",
-                                "definition": "http://trial-adapter.org/fhir/OperationDefinition/ResearchStudy-screen",
-                                "documentation": "Screen one patient's Bundle against every criterion; writes nothing.",
-                            }
-                        ],
-                    }
-                ],
-                "interaction": [{"code": "transaction"}, {"code": "batch"}],
-            }
-        ],
-    }
-
-
-def screening_parameters(result: PatientResult, as_of: date) -> dict[str, Any]:
-    parameters: list[dict[str, Any]] = [
-        {"name": "patient", "valueReference": {"reference": result.patient}},
-        {"name": "asOf", "valueDate": as_of.isoformat()},
-        {"name": "status", "valueCode": result.status},
-    ]
-    for c in result.criteria:
-        parts: list[dict[str, Any]] = [
-            {"name": "id", "valueString": c.id},
-            {"name": "type", "valueCode": c.type},
-            {"name": "result", "valueCode": c.result},
-            {"name": "reason", "valueString": c.reason},
-        ]
-        parts += [{"name": "evidence", "valueReference": {"reference": ref}} for ref in c.evidence]
-        parameters.append({"name": "criterion", "part": parts})
-    return {"resourceType": "Parameters", "parameter": parameters}
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -146,33 +93,65 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> FastAPI:
     state: dict[str, Any] = {}
+    dev_source = Source("dev", frozenset({ANY_SYSTEM}))  # --dev-open: one source, authoritative for all
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = FhirClient(
-            settings.fhir_url,
-            auth=settings.fhir_auth,
-            timeout=settings.timeout,
-            url_aliases=settings.url_aliases,
-            verify=settings.verify_tls,
+        def client(timeout: float) -> FhirClient:
+            return FhirClient(
+                settings.fhir_url,
+                auth=settings.fhir_auth,
+                timeout=timeout,
+                url_aliases=settings.url_aliases,
+                verify=settings.verify_tls,
+            )
+
+        fhir = client(settings.timeout)
+        # Forwarding sizes its own timeouts to each transaction; sent as non-idempotent, so the client
+        # retries only what never reached the server (429, 503, connect errors), never a timeout.
+        forward = client(24 * 3600.0)
+        inbox = Inbox(
+            settings.inbox_path, replay_window=settings.replay_window, dead_window=settings.dead_window
         )
-        inbox = Inbox(settings.inbox_path)
         recovered = inbox.recover()
         if recovered:
             log.warning(
                 "payloads interrupted by a previous stop are processed again", extra={"count": recovered}
             )
-        processor = Processor(client, definition, inbox)
-        state.update(client=client, inbox=inbox, processor=processor)
+        sources = settings.sources
+        if settings.dev_open:
+            sources = Sources(sources={**sources.sources, "dev": dev_source}, keys=sources.keys)
+        processor = Processor(
+            fhir,
+            definition,
+            inbox,
+            sources=sources,
+            forward_client=forward,
+            max_attempts=settings.max_attempts,
+            backoff=settings.backoff,
+            timeout=settings.timeout,
+            reference_wait=settings.reference_wait,
+            max_transaction_entries=settings.max_transaction_entries,
+            breaker_wait=min(1.0, settings.backoff),
+        )
+        cpu = CpuPool(definition, settings.cpu_workers)
+        state.update(inbox=inbox, processor=processor, cpu=cpu)
+        warming = asyncio.create_task(cpu.warm())
         task = asyncio.create_task(processor.run()) if settings.process else None
-        log.info("service started", extra={"processing": settings.process, "inbox": inbox.counts()})
+        log.info(
+            "service started",
+            extra={"processing": settings.process, "inbox": inbox.counts(), "sources": describe(sources)},
+        )
         try:
             yield
         finally:
             processor.stop()
             if task is not None:
                 await task  # finishes the payload in hand
-            await client.aclose()
+            warming.cancel()
+            cpu.close()
+            await fhir.aclose()
+            await forward.aclose()
             inbox.close()
 
     app = FastAPI(
@@ -180,6 +159,8 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
         version=VERSION,
         description="Accepts FHIR R4 patient data from integration engines for NCT06849401 screening.",
         lifespan=lifespan,
+        docs_url=None,  # the default pages load scripts from a CDN: blank offline
+        redoc_url=None,
     )
 
     # --- errors: always an OperationOutcome -----------------------------------------------------
@@ -190,7 +171,7 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported"}.get(
+        code = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 409: "conflict"}.get(
             exc.status_code, "processing"
         )
         return outcome(exc.status_code, code, str(exc.detail))
@@ -206,22 +187,28 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
 
     # --- auth -----------------------------------------------------------------------------------
 
-    def authorise(request: Request, role: str = "push") -> None:
+    def authorise(request: Request) -> Caller:
         if settings.dev_open:
-            return
+            return Caller(dev_source, admin=True)
         supplied = request.headers.get("x-api-key") or ""
         header = request.headers.get("authorization") or ""
         if header.lower().startswith("bearer "):
             supplied = header[7:].strip()
         if not supplied:
             raise StarletteHTTPException(401, "authentication required (Bearer token or X-API-Key)")
-        granted = None
-        for key, key_role in settings.api_keys.items():  # compare with every key: no early exit
-            if hmac.compare_digest(supplied.encode(), key.encode()):
-                granted = key_role
-        if granted is None:
+        caller = settings.sources.caller(supplied)
+        if caller is None:
             raise StarletteHTTPException(401, "unknown credentials")
-        if role == "admin" and granted != "admin":
+        return caller
+
+    def pusher(request: Request) -> Source:
+        caller = authorise(request)
+        if caller.source is None:
+            raise StarletteHTTPException(403, "an admin key cannot push data; use the sending source's key")
+        return caller.source
+
+    def admin(request: Request) -> None:
+        if not authorise(request).admin:
             raise StarletteHTTPException(403, "this operation needs an admin key")
 
     def accepted(item_id: str, created: bool) -> JSONResponse:
@@ -232,13 +219,41 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
         response.headers["Content-Location"] = location
         return response
 
-    async def store(kind: str, body: bytes, key: str | None) -> tuple[str, bool]:
-        item_id, created = await asyncio.to_thread(state["inbox"].accept, kind, body, key)
+    async def store(
+        source: Source, kind: str, body: bytes, key: str | None, digest: str | None
+    ) -> JSONResponse:
+        try:
+            item_id, created = await asyncio.to_thread(
+                state["inbox"].accept, source.name, key, body, kind, content_hash=digest
+            )
+        except IdempotencyConflict as exc:
+            log.warning("idempotency key reused for other content", extra={"item": exc.item_id})
+            raise InputError(
+                409,
+                "conflict",
+                f"this key was used for other content (payload {exc.item_id}); use a new key for new content",
+            ) from None
         crash_point("service-after-accept")
         if created:
             state["processor"].wake()
-            log.info("payload accepted", extra={"item": item_id, "kind": kind})
-        return item_id, created
+            log.info("payload accepted", extra={"item": item_id, "kind": kind, "source": source.name})
+        return accepted(item_id, created)
+
+    async def push(
+        request: Request, resource_type: str | None = None, resource_id: str | None = None
+    ) -> JSONResponse:
+        source = pusher(request)
+        body = await read_body(request, settings.max_body_bytes)
+        checked: Checked = await state["cpu"].run(
+            check_push, body, settings.max_entries, source, resource_type, resource_id
+        )
+        header_key = request.headers.get("idempotency-key")
+        key: str | None
+        if header_key:
+            key = f"{'resource' if resource_type else 'bundle'}:{header_key}"
+        else:
+            key = f"bundle:{checked.bundle_key}" if checked.bundle_key else None
+        return await store(source, "bundle", checked.body or body, key, checked.content_hash)
 
     # --- routes ---------------------------------------------------------------------------------
 
@@ -249,94 +264,83 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
 
     @app.post("/fhir", status_code=202, summary="Push a transaction, batch or collection Bundle")
     async def push_bundle(request: Request) -> JSONResponse:
-        authorise(request)
-        body = await read_body(request, settings.max_body_bytes)
-        bundle = check_bundle(parse_json(body), settings.max_entries)
-        key = request.headers.get("idempotency-key")
-        identifier = bundle.get("identifier") or {}
-        if not key and identifier.get("value"):
-            key = f"{identifier.get('system', '')}|{identifier['value']}"
-        item_id, created = await store("bundle", body, f"bundle:{key}" if key else None)
-        return accepted(item_id, created)
+        return await push(request)
 
     @app.post("/fhir/ResearchStudy/$screen", summary="Screen one patient's Bundle; writes nothing")
     async def screen(request: Request, asOf: str | None = None) -> Response:
-        authorise(request)
+        pusher(request)
         try:
             as_of = date.fromisoformat(asOf) if asOf else date.today()
         except ValueError:
-            raise InputError(400, "invalid", f"asOf must be YYYY-MM-DD, got {asOf!r}") from None
-        bundle = check_bundle(
-            parse_json(await read_body(request, settings.max_body_bytes)), settings.max_entries
-        )
-        builder = RecordBuilder()
-        for resource, full_url in bundle_entries(bundle, "Bundle"):
-            builder.add(resource, full_url)
-        records = list(builder.records())
-        if len(records) != 1:
-            raise InputError(
-                422, "invalid", f"$screen needs exactly one Patient in the Bundle, found {len(records)}"
-            )
-        result = Screener(definition, as_of).screen(records[0])
+            raise InputError(400, "invalid", "asOf must be a date, YYYY-MM-DD") from None
+        body = await read_body(request, settings.max_body_bytes)
         accept = request.headers.get("accept") or ""
-        if "application/json" in accept and FHIR_JSON not in accept:
-            report = ScreeningReport.build(definition.study, as_of, [result])
-            return JSONResponse(report.to_json_dict())
-        return JSONResponse(screening_parameters(result, as_of), media_type=FHIR_JSON)
+        as_json = "application/json" in accept and FHIR_JSON not in accept
+        result = await state["cpu"].run(screen_body, body, settings.max_entries, as_of, as_json)
+        return JSONResponse(result, media_type=None if as_json else FHIR_JSON)
 
     @app.post("/fhir/{resource_type}", status_code=202, summary="Push one resource")
     async def push_resource(resource_type: str, request: Request) -> JSONResponse:
-        authorise(request)
-        resource = check_resource(parse_json(await read_body(request, settings.max_body_bytes)))
-        if resource["resourceType"] != resource_type:
-            raise InputError(
-                400,
-                "invalid",
-                f"resourceType {resource['resourceType']} does not match the URL ({resource_type})",
-            )
-        bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]}
-        key = request.headers.get("idempotency-key")
-        item_id, created = await store(
-            "bundle", json.dumps(bundle).encode(), f"resource:{key}" if key else None
-        )
-        return accepted(item_id, created)
+        return await push(request, resource_type)
+
+    @app.put("/fhir/{resource_type}/{resource_id}", status_code=202, summary="Update one resource by its id")
+    async def put_resource(resource_type: str, resource_id: str, request: Request) -> JSONResponse:
+        return await push(request, resource_type, resource_id)
 
     @app.api_route(
         "/notify/{rest:path}", methods=["POST", "PUT"], summary="Subscription rest-hook notifications"
     )
     async def notify(rest: str, request: Request) -> Response:
-        authorise(request)
+        source = pusher(request)
         body = (
             await read_body(request, settings.max_body_bytes) if request.headers.get("content-type") else b""
         )
         if not body.strip():
             return Response(status_code=200)  # id-only notification: the worker's polling covers it
-        data = parse_json(body)
+        data = await state["cpu"].run(parse_json, body)
         if not isinstance(data, dict) or "resourceType" not in data:
             raise InputError(400, "structure", "notification body is not a FHIR resource")
-        await store("notification", body, None)
+        await store(source, "notification", body, None, None)
         return Response(status_code=200)
 
-    @app.get("/status/{item_id}", summary="Processing status of an accepted payload")
+    def visible_to(caller: Caller) -> str | None:
+        """The source whose payloads a caller may see (None: all, for an admin)."""
+        if caller.admin:
+            return None
+        assert caller.source is not None
+        return caller.source.name
+
+    @app.get("/status/{item_id}", summary="Processing status of an accepted payload (your own)")
     async def status(item_id: str, request: Request) -> JSONResponse:
-        authorise(request)
-        found = await asyncio.to_thread(state["inbox"].status, item_id)
+        caller = authorise(request)
+        found = await asyncio.to_thread(state["inbox"].status, item_id, visible_to(caller))
         if found is None:
-            raise StarletteHTTPException(404, f"no payload {item_id}")
+            raise StarletteHTTPException(404, "no such payload")  # another source's: not even its existence
         return JSONResponse(found)
 
-    @app.get("/status", summary="Recent payloads, e.g. ?state=dead for the dead letters")
+    @app.get("/status", summary="Recent payloads (your own), e.g. ?state=dead for the dead letters")
     async def status_list(
-        request: Request, state_filter: str | None = None, limit: int = 100
+        request: Request, state_filter: str | None = None, limit: str = "100"
     ) -> JSONResponse:
-        authorise(request)
+        caller = authorise(request)
         wanted = request.query_params.get("state", state_filter)
-        return JSONResponse({"items": await asyncio.to_thread(state["inbox"].list, wanted, min(limit, 1000))})
+        if wanted is not None and wanted not in ("accepted", "processing", "done", "dead"):
+            raise InputError(400, "invalid", "state must be accepted, processing, done or dead")
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST:
+            raise InputError(400, "invalid", f"limit must be a whole number from 1 to {MAX_LIST}")
+        items = await asyncio.to_thread(state["inbox"].list, wanted, int(limit), visible_to(caller))
+        return JSONResponse({"items": items})
 
     @app.post("/status/{item_id}/$replay", summary="Re-queue a dead-lettered payload (admin)")
     async def replay(item_id: str, request: Request) -> JSONResponse:
-        authorise(request, role="admin")
-        if not await asyncio.to_thread(state["inbox"].replay, item_id):
+        admin(request)
+        try:
+            replayed = await asyncio.to_thread(state["inbox"].replay, item_id)
+        except BodyExpired:
+            raise StarletteHTTPException(
+                409, f"payload {item_id}: its body was deleted by retention"
+            ) from None
+        if not replayed:
             raise StarletteHTTPException(409, f"payload {item_id} is not dead-lettered")
         state["processor"].wake()
         return outcome(202, "informational", f"{item_id} queued again", severity="information")
@@ -349,7 +353,20 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
                 "status": "ok",
                 "inbox": await asyncio.to_thread(state["inbox"].counts),
                 "processed": processor.processed if processor else 0,
+                "fhirServer": "unavailable" if processor and processor.breaker.is_open else "ok",
             }
         )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            FastAPI.openapi(app)
+            with_security(app.openapi_schema or {})
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(docs_page(app.openapi()))
 
     return app

@@ -14,6 +14,8 @@ from pydantic import ValidationError
 
 from adapter.sources.files import FhirJsonError, loads_fhir_json, references_in
 
+from .narrative import NarrativeError, check_narratives
+
 # What the service accepts: the data screening reads, and what engines commonly send with it.
 ACCEPTED_TYPES = frozenset(
     {
@@ -45,6 +47,9 @@ class InputError(ValueError):
         self.status = status
         self.code = code  # an OperationOutcome issue-type code
         self.expression = expression
+
+    def __reduce__(self) -> tuple[Any, ...]:  # raised in a worker process, re-raised here
+        return (InputError, (self.status, self.code, str(self), self.expression))
 
     def outcome(self) -> dict[str, Any]:
         issue: dict[str, Any] = {"severity": "error", "code": self.code, "diagnostics": str(self)}
@@ -82,6 +87,10 @@ def _model_check(resource: dict[str, Any], where: str) -> None:
         ) from None
     if rtype not in ACCEPTED_TYPES:
         raise InputError(422, "not-supported", f"{where}: resource type {rtype} is not accepted", where)
+    try:
+        check_narratives(resource)
+    except NarrativeError as exc:
+        raise InputError(422, "invalid", f"{where}.{exc}", where) from None
     try:
         model.model_validate(resource)
     except ValidationError as exc:

@@ -347,8 +347,9 @@ def push(service: Service, mrn: str) -> str:
         # More 503s than one attempt's retries: the payload itself is retried later.
         (Respond(503, retry_after=1), 6, 2, 1),
         (Respond(429, retry_after=1), 1, 1, 1),
-        (Reset(), 1, 1, 2),  # forwarded, answer lost: the conditional updates are resent, no duplicate
-        (Truncate(), 1, 2, 2),  # a broken 200 body: retried as a payload, not dead-lettered as a bug
+        # Forwarded, answer lost: the next attempt finds the transaction's Provenance and sends nothing.
+        (Reset(), 1, 2, 1),
+        (Truncate(), 1, 2, 1),  # a broken 200 body: retried as a payload, not dead-lettered as a bug
     ],
     ids=["503-burst", "429", "reset-after-commit", "truncated-answer"],
 )
@@ -387,7 +388,8 @@ def test_ingested_payload_refused_for_good_is_dead_lettered_and_nothing_is_writt
     )
     dead = service.wait_done(push(service, mrn), timeout=30)
     assert dead["state"] == "dead" and dead["attempts"] == 1, dead
-    assert dead["error"] == "HTTP 422 from POST /fhir: error: Patient.identifier: not allowed here"
+    assert dead["error"].startswith("HTTP 422 from POST /fhir")
+    assert "Patient.identifier" not in dead["error"]  # the server's diagnostics can quote patient data
     assert proxy.count(method="POST", body=mrn) == 1  # a 4xx is not retried
     assert proxy.count(method="POST", body=mrn, forwarded=True) == 0
     assert server_subjects(hapi_url, mrn) == ([], [])
@@ -402,7 +404,8 @@ def test_ingestion_with_a_hung_forward_retries_after_the_timeout_given(hapi_url,
             proxy.add(Hang(), method="POST", body=mrn, times=1)
             started = time.monotonic()
             location = push(service, mrn)
-            deadline = started + 10  # a 2 s timeout, a retry and the processing fit well within this
+            # a 2.5 s timeout, as long again before looking for the transaction's Provenance, a resend
+            deadline = started + 20
             while service.status(location)["state"] not in ("done", "dead"):
                 assert time.monotonic() < deadline, "still waiting on the hung request"
                 time.sleep(0.2)

@@ -328,6 +328,9 @@ def test_a_chunked_body_over_the_limit_is_refused_without_a_content_length(hosti
 def test_after_all_that_a_good_push_is_accepted_and_stored(hostile):
     mrn = uuid.uuid4().hex[:12]
     resources = candidate_on_server("77" + mrn[:6], date.today())
+    resources[0]["identifier"] = [
+        {"system": "urn:oid:1.2.36.146.595.217.0.1", "value": mrn}
+    ]  # a Patient needs one
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
     before = hostile.inbox().get("accepted", 0)
     reply = hostile.post("/fhir", bundle)
@@ -366,6 +369,7 @@ def test_dev_open_accepts_requests_without_credentials(hapi_url, tmp_path):
             "type": "collection",
             "entry": [{"resource": r} for r in candidate_resources()],
         }
+        bundle["entry"][0]["resource"]["identifier"] = [{"system": "urn:oid:1.2.3", "value": "dev-1"}]
         assert service.post("/fhir", bundle, key=None).status_code == 202
         screened = service.post("/fhir/ResearchStudy/$screen?asOf=2026-11-23", bundle, key=None)
         assert screened.status_code == 200
@@ -386,7 +390,7 @@ def test_serve_without_keys_and_without_dev_open_exits_2_with_one_line(hapi_url,
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "trial-adapter: error: no API keys configured: set SERVICE_API_KEYS or --api-keys-file "
-        "(or --dev-open, development only)"
+        "trial-adapter: error: no API keys configured: use --sources FILE, SERVICE_API_KEYS or "
+        "--api-keys-file (or --dev-open, development only)"
     ]
     assert not inbox.exists()

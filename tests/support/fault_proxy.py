@@ -22,6 +22,8 @@ with matches left decides; a request no rule matches is forwarded untouched. Fau
   reaches the server;
 - ``Hang(forward=False)``: the request is accepted and never answered (until the client gives up or
   the proxy stops); with ``forward=True`` the server processes it first and the answer is withheld;
+- ``Delay(seconds)``: the request reaches the server only after ``seconds`` (a slow server), even if
+  the client gave up meanwhile;
 - ``Truncate()``: the server processes the request; the answer is close-delimited and cut in half,
   so HTTP sees a complete response whose JSON is broken;
 - ``Reset(forward=True, partial=True)``: the server processes the request, the client gets the status
@@ -101,6 +103,14 @@ class Reset(Fault):
 
     forward: bool = True
     partial: bool = True
+
+
+@dataclass(frozen=True)
+class Delay(Fault):
+    """Hold the request ``seconds``, then forward it and answer: to the client, a server still working
+    on it. It reaches the server even when the client has given up meanwhile."""
+
+    seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -380,6 +390,8 @@ class FaultProxy:
             await _wait_for_close(reader)
             return False
 
+        if isinstance(fault, Delay):
+            await asyncio.sleep(fault.seconds)
         try:
             status, reason, out_headers, content = await self._forward(method, target, headers, body)
         except httpx.HTTPError as exc:

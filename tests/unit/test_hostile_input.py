@@ -29,7 +29,8 @@ import yaml
 from adapter.cli import build_parser, main
 from adapter.fhir.client import NO_RETRY, FhirClient, FhirConnectionError
 from adapter.fhir.search import escape
-from adapter.service.forward import to_transaction
+from adapter.service.forward import plan_forward
+from adapter.service.sources import Source
 from adapter.sources.server import ServerSource
 from mappings import study as study_module
 from mappings.criteria import CriteriaDefinitionError, load_criteria, parse_criteria
@@ -787,10 +788,13 @@ def test_an_ampersand_in_a_patient_id_stays_one_value():
 def test_forwarded_conditional_updates_keep_a_hostile_identifier_one_value():
     mrn = "12,34|56$78\\90&x=1"
     resource = {**patient(), "identifier": [{"system": "urn:oid:1.2.3", "value": mrn}]}
-    entry = to_transaction(
-        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]}
+    plan = plan_forward(
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]},
+        Source("hospital", frozenset({"urn:oid:1.2.3"})),
+        "item",
+        "2026-11-23T00:00:00Z",
     )
-    url = entry["entry"][0]["request"]["url"]
+    url = plan.chunks[0].bundle["entry"][0]["request"]["url"]
     params = parse_qsl(url.split("?", 1)[1])
     assert len(params) == 1 and params[0][0] == "identifier"
     system_code = params[0][1]

@@ -1,0 +1,149 @@
+"""The CPU work of a request (parsing, validation, authority checks, $screen), off the event loop.
+
+It runs in a small pool of worker processes (``cpu_workers``; 0: one thread, for tests and tiny
+deployments), so the event loop keeps answering ``/healthz`` and small requests while 20 MB Bundles are
+parsed. Processes, not threads: validating a large Bundle holds the GIL for seconds, and with threads the
+event loop waits for it. Only bytes go in and small results come out. Concurrency is bounded by the
+pool's size; callers wait their turn (``CpuPool.run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, TypeVar
+
+from adapter.screening.engine import Screener
+from adapter.screening.record import RecordBuilder
+from adapter.screening.results import ScreeningReport
+from adapter.sources.files import bundle_entries
+from mappings.criteria import CriteriaDefinition
+
+from .checks import InputError, check_bundle, check_resource, parse_json
+from .forward import canonical, check_authority, content_hash
+from .meta import screening_parameters
+from .sources import Source
+
+T = TypeVar("T")
+_definition: CriteriaDefinition | None = None
+
+
+def _init(definition: CriteriaDefinition, parent: int | None = None) -> None:
+    global _definition
+    _definition = definition
+    if parent is not None:  # a worker process: it must not outlive the service (e.g. after kill -9)
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A payload fit to accept: its content hash, the Bundle.identifier key, and the body to store
+    (None: the body as received)."""
+
+    content_hash: str
+    bundle_key: str | None
+    body: bytes | None = None
+
+
+def check_push(
+    body: bytes,
+    max_entries: int,
+    source: Source,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+) -> Checked:
+    """A pushed Bundle (``resource_type`` None) or one resource (``POST/PUT /fhir/{type}[/{id}]``)."""
+    data = parse_json(body)
+    stored = None
+    if resource_type is not None:
+        resource = check_resource(data)
+        if resource["resourceType"] != resource_type:
+            raise InputError(
+                400,
+                "invalid",
+                f"resourceType {resource['resourceType']} does not match the URL ({resource_type})",
+            )
+        entry: dict[str, Any] = {"resource": resource}
+        if resource_id is not None:
+            if resource.get("id") != resource_id:
+                raise InputError(400, "invalid", "the resource's id must match the id in the URL")
+            entry["request"] = {"method": "PUT", "url": f"{resource_type}/{resource_id}"}
+        kind = "transaction" if resource_id is not None else "collection"
+        data = {"resourceType": "Bundle", "type": kind, "entry": [entry]}
+        stored = canonical(data).encode()
+    bundle = check_bundle(data, max_entries)
+    check_authority(bundle, source)
+    identifier = bundle.get("identifier") or {}
+    key = f"{identifier.get('system', '')}|{identifier['value']}" if identifier.get("value") else None
+    return Checked(content_hash(bundle), key, stored)
+
+
+def screen_body(body: bytes, max_entries: int, as_of: date, as_json: bool) -> dict[str, Any]:
+    assert _definition is not None
+    bundle = check_bundle(parse_json(body), max_entries)
+    builder = RecordBuilder()
+    for resource, full_url in bundle_entries(bundle, "Bundle"):
+        builder.add(resource, full_url)
+    records = list(builder.records())
+    if len(records) != 1:
+        raise InputError(
+            422, "invalid", f"$screen needs exactly one Patient in the Bundle, found {len(records)}"
+        )
+    result = Screener(_definition, as_of).screen(records[0])
+    if as_json:
+        return ScreeningReport.build(_definition.study, as_of, [result]).to_json_dict()
+    return screening_parameters(result, as_of)
+
+
+def _warm() -> bool:
+    check_resource({"resourceType": "Patient"})  # imports the models before the first real request
+    return True
+
+
+class CpuPool:
+    def __init__(self, definition: CriteriaDefinition, workers: int) -> None:
+        self.definition = definition
+        self.workers = workers
+        self._executor = self._new()
+        self._slots = asyncio.Semaphore(max(1, workers))
+
+    def _new(self) -> Executor:
+        if self.workers <= 0:
+            _init(self.definition)
+            return ThreadPoolExecutor(1, thread_name_prefix="cpu")
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with threads
+            initializer=_init,
+            initargs=(self.definition, os.getpid()),
+        )
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            try:
+                return await loop.run_in_executor(self._executor, function, *args)
+            except BrokenProcessPool:  # a worker died (e.g. killed for memory): a fresh pool, once
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new()
+                return await loop.run_in_executor(self._executor, function, *args)
+
+    async def warm(self) -> None:
+        await asyncio.gather(*(self.run(_warm) for _ in range(max(1, self.workers))))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
