@@ -188,6 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from adapter.httpserver import EmbeddedServer, parse_listen
+    from adapter.service import mllp_wiring
     from adapter.service.app import ServiceSettings, create_app
 
     keys = _api_keys(args)
@@ -200,7 +201,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+    try:
+        mllp = mllp_wiring.settings_from_args(args)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
     settings = ServiceSettings(
+        mllp=mllp,
         fhir_url=args.fhir_url,
         inbox_path=args.inbox,
         api_keys=keys,
@@ -418,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept and store only (maintenance); process on the next start",
     )
+    from adapter.service.mllp_wiring import add_arguments as add_mllp_arguments
+
+    add_mllp_arguments(p_serve)
     p_serve.set_defaults(func=cmd_serve)
     return parser
 

@@ -38,6 +38,8 @@ from mappings.criteria import CriteriaDefinition
 
 from .checks import ACCEPTED_TYPES, InputError, check_bundle, check_resource, parse_json
 from .inbox import Inbox
+from .mllp import start_mllp
+from .mllp_wiring import inbox_acceptor
 from .processor import Processor
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class ServiceSettings:
     timeout: float = 60.0
     url_aliases: list[str] = field(default_factory=list)
     verify_tls: bool = True
+    mllp: Any = None  # MllpSettings: HL7 v2 over MLLP into the same inbox (adapter/service/mllp.py)
 
 
 def outcome(status: int, code: str, text: str, severity: str = "error") -> JSONResponse:
@@ -165,10 +168,16 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
         processor = Processor(client, definition, inbox)
         state.update(client=client, inbox=inbox, processor=processor)
         task = asyncio.create_task(processor.run()) if settings.process else None
+        mllp = None
+        if settings.mllp is not None:
+            accept = inbox_acceptor(inbox, processor.wake, settings.max_entries)
+            mllp = await start_mllp(settings.mllp, accept, settings.inbox_path)
         log.info("service started", extra={"processing": settings.process, "inbox": inbox.counts()})
         try:
             yield
         finally:
+            if mllp is not None:
+                await mllp.close()
             processor.stop()
             if task is not None:
                 await task  # finishes the payload in hand
