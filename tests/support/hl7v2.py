@@ -1,4 +1,8 @@
-"""HL7 v2 test messages (synthetic patients only), built segment by segment."""
+"""HL7 v2 test messages (synthetic patients only), built segment by segment.
+
+Clinical codes are the ones verified in mappings/studies/NCT06849401/criteria.yaml and tests/unit/conftest.py
+(LOINC 777-3 platelets, 1975-2 bilirubin; ICD-10-CM C91.02; SNOMED 277575008, 260385009); panel
+codes are local (99LAB) on purpose."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ def pid(mrn: str, birth: date | str = "20140615", sex: str = "F", extra: str = "
 
 
 def obr(filler: str, when: str = "202611230900+0000", placer: str = "") -> str:
-    return f"OBR|1|{placer}|{filler}^LAB1|58410-2^CBC panel^LN|||{when}"
+    return f"OBR|1|{placer}|{filler}^LAB1|FBC^Full blood count^99LAB|||{when}"
 
 
 def obx(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from adapter.hl7v2.ack import build_ack, msh_fields, wants_ack
 from adapter.hl7v2.convert import header, to_bundle
@@ -43,7 +46,7 @@ def test_oru_maps_patient_report_and_observations():
             "MRN1",
             "F100",
             obx(1, "150", flags="N"),
-            obx(2, "5.5", code="718-7^Hgb^LN", units="g/dL", ref_range="11.5-15.5", flags="L"),
+            obx(2, "0.1", code="1975-2^Bilirubin total^LN", units="mg/dL", ref_range="0.2-1.2", flags="L"),
         )
     )
     assert bundle["type"] == "transaction"
@@ -53,7 +56,7 @@ def test_oru_maps_patient_report_and_observations():
     assert patient["birthDate"] == "2014-06-15" and patient["gender"] == "female"
     assert patient["name"] == [{"family": "Test", "given": ["Pat"], "use": "official"}]
     [report] = resources(bundle, "DiagnosticReport")
-    platelets, hgb = resources(bundle, "Observation")
+    platelets, bilirubin = resources(bundle, "Observation")
     assert platelets["code"]["coding"][0] == {"system": LOINC, "code": "777-3", "display": "Platelets"}
     assert platelets["valueQuantity"] == {
         "value": 150,
@@ -67,7 +70,7 @@ def test_oru_maps_patient_report_and_observations():
         platelets["referenceRange"][0]["low"]["value"] == 150
         and platelets["referenceRange"][0]["high"]["value"] == 400
     )
-    assert hgb["interpretation"][0]["coding"][0]["code"] == "L"
+    assert bilirubin["interpretation"][0]["coding"][0]["code"] == "L"
     assert {r["reference"] for r in report["result"]} == {
         e["fullUrl"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
     }
@@ -334,3 +337,27 @@ def test_enhanced_mode_acks():
 def test_birth_date_from_a_date_object():
     bundle = convert(oru("m", "M", "F", obx(1, "1"), birth=date(2015, 2, 3)))
     assert resources(bundle, "Patient")[0]["birthDate"] == "2015-02-03"
+
+
+_VALID = oru("FZ", "M", "F", obx(1, "150"), obx(2, "<^5", vtype="SN"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=600))
+def test_any_bytes_give_a_bundle_or_a_v2_error(raw):
+    with contextlib.suppress(V2Error):
+        convert(b"MSH|^~\\&|" + raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(_VALID) - 1), st.sampled_from(list(b"|^~\\&\r\n 0X.-+<"))), max_size=8
+    )
+)
+def test_damaged_messages_give_a_valid_bundle_or_a_v2_error(edits):
+    raw = bytearray(_VALID)
+    for index, byte in edits:
+        raw[index] = byte
+    with contextlib.suppress(V2Error):
+        convert(bytes(raw))  # convert() also checks the Bundle is valid FHIR

@@ -224,10 +224,14 @@ async def test_storage_failure_gets_ar_so_the_engine_sends_again(tmp_path):
 async def test_enhanced_mode_commit_ack_and_never(tmp_path):
     server, inbox = await start(tmp_path)
     try:
-        always = message(msh("E1", extra="|||AL"), pid("M"), "OBR|1||F1|x^y^LN", obx(1, "1"))
+        always = message(
+            msh("E1", extra="|||AL"), pid("M"), "OBR|1||F1|FBC^Full blood count^99LAB", obx(1, "1")
+        )
         [ack] = await exchange(server.port, framed(always))
         assert msa(ack)[:3] == ["MSA", "CA", "E1"]
-        never = message(msh("E2", extra="|||NE"), pid("M"), "OBR|1||F2|x^y^LN", obx(1, "1"))
+        never = message(
+            msh("E2", extra="|||NE"), pid("M"), "OBR|1||F2|FBC^Full blood count^99LAB", obx(1, "1")
+        )
         assert await exchange(server.port, framed(never), answers=0) == []
         await asyncio.sleep(0.2)
         assert "lab:LIS|LAB1|E2" in inbox.items  # stored, just not acknowledged, as asked
