@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -230,11 +231,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-        await server.serve()
+        with contextlib.suppress(SystemExit):  # uvicorn exits when start-up fails: answered below
+            await server.serve()
 
     asyncio.run(run())
     if not server.started:
-        raise CliError(f"the service could not start on {args.listen}")
+        where = args.listen + (f" (MLLP {args.mllp_listen})" if args.mllp_listen else "")
+        raise CliError(f"the service could not start on {where}")
     return 0
 
 

@@ -167,11 +167,11 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
             )
         processor = Processor(client, definition, inbox)
         state.update(client=client, inbox=inbox, processor=processor)
-        task = asyncio.create_task(processor.run()) if settings.process else None
         mllp = None
-        if settings.mllp is not None:
+        if settings.mllp is not None:  # before processing starts: a port in use stops the start-up cleanly
             accept = inbox_acceptor(inbox, processor.wake, settings.max_entries)
             mllp = await start_mllp(settings.mllp, accept, settings.inbox_path)
+        task = asyncio.create_task(processor.run()) if settings.process else None
         log.info("service started", extra={"processing": settings.process, "inbox": inbox.counts()})
         try:
             yield

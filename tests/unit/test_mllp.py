@@ -368,3 +368,42 @@ def test_serve_options(tmp_path, monkeypatch):
         parse("--mllp-listen", "127.0.0.1:1", "--mllp-timezone", "Mars/Base")
     monkeypatch.delenv("MLLP_FACILITIES")
     assert parse("--mllp-listen", "127.0.0.1:1", "--dev-open").any_facility
+
+
+async def test_connections_over_the_limit_are_closed_at_once(tmp_path):
+    server, _ = await start(tmp_path, max_connections=1)
+    try:
+        first_reader, first_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await asyncio.sleep(0.1)
+        second_reader, second_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await asyncio.wait_for(second_reader.read(10), 5) == b""
+        first_writer.write(framed(oru("L1", "M", "F", obx(1, "1"))))
+        frame = await asyncio.wait_for(first_reader.readuntil(EB), 5)
+        assert msa(frame[1:-2])[1] == "AA"  # the first connection is served as usual
+        first_writer.close()
+        second_writer.close()
+    finally:
+        await server.close()
+
+
+def test_serve_with_the_mllp_port_taken_fails_with_one_line(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from tests.support.service import free_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "adapter", "--log-level", "error", "serve", "--fhir-url", "http://127.0.0.1:9/fhir", "--dev-open",
+             "--listen", f"127.0.0.1:{free_port()}", "--inbox", str(tmp_path / "inbox.sqlite"),
+             "--mllp-listen", f"127.0.0.1:{taken}", "--no-processing"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip().splitlines()[-1].startswith("trial-adapter: error: the service could not start")
+    )
