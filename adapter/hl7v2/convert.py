@@ -65,7 +65,7 @@ def header(msg: Message) -> Header:
         raise V2Error(
             REQUIRED_MISSING, "MSH-10 (message control id) is required", segment="MSH", field=10, ack="AR"
         )
-    facility = msh.component(4, 1) + msh.component(4, 2)
+    facility = msh.component(4, 1) + msh.component(4, 2) + msh.component(4, 3)
     names = tuple(n for n in (msh.get(4, 1), msh.get(4, 2)) if n)
     if not names:
         raise V2Error(

@@ -361,3 +361,17 @@ def test_damaged_messages_give_a_valid_bundle_or_a_v2_error(edits):
         raw[index] = byte
     with contextlib.suppress(V2Error):
         convert(bytes(raw))  # convert() also checks the Bundle is valid FHIR
+
+
+def test_adt_observation_outside_an_order_is_identified_by_patient_code_and_time():
+    extra = obx(1, "32.5", code="WT^Weight^99ADT", units="kg^^UCUM", ref_range="", when="202611230800")
+    first = resources(convert(adt("a1", "M", "A08", extra)), "Observation")[0]
+    resent = resources(convert(adt("a2", "M", "A08", extra)), "Observation")[0]  # a new MSH-10, same fact
+    assert first["identifier"] == resent["identifier"]
+    assert "category" not in first and first["valueQuantity"]["code"] == "kg"
+
+
+def test_sending_facility_universal_id_is_matched_too():
+    head = header(parse(message(msh("m", facility="LAB1^2.16.840.1.113883.19.5^ISO"), pid("M"))))
+    assert head.facility_names == ("LAB1", "2.16.840.1.113883.19.5")
+    assert head.key == "LIS|LAB1^2.16.840.1.113883.19.5^ISO|m"
