@@ -111,8 +111,8 @@ class AckStore:
 
 @dataclass
 class Frames:
-    """MLLP de-framing over any split of the byte stream. ``feed`` returns complete messages and
-    ``None`` placeholders... see ``events``: ("message", bytes) or ("too-large", first bytes)."""
+    """MLLP de-framing over any split of the byte stream. ``feed`` returns events in order:
+    ("message", body), ("too-large", its first bytes) or ("truncated", its first bytes)."""
 
     max_bytes: int
     buffer: bytearray = field(default_factory=bytearray)
@@ -265,6 +265,10 @@ class MllpServer:
                 "MLLP message refused", extra={"code": exc.code, "where": exc.location, "ack": exc.ack}
             )
             return build_ack(raw, exc.ack, exc)
+        except Exception as exc:  # a bug: the same message would fail again, so AE (do not resend as is)
+            # The type only: an exception's text may quote a field of the message.
+            log.error("MLLP message could not be read", extra={"error": type(exc).__name__})
+            return build_ack(raw, "AE", V2Error(INTERNAL_ERROR, "internal error reading the message"))
         source = self.source_for(head)
         if source is None:
             log.warning("MLLP sender not allowed", extra={"facility": head.facility_names[0][:64]})
@@ -295,6 +299,11 @@ class MllpServer:
                 "MLLP message refused", extra={"code": exc.code, "where": exc.location, "source": source}
             )
             return build_ack(raw, exc.ack, exc)
+        except Exception as exc:
+            log.error(
+                "MLLP message could not be converted", extra={"source": source, "error": type(exc).__name__}
+            )
+            return build_ack(raw, "AE", V2Error(INTERNAL_ERROR, "internal error converting the message"))
         try:
             result = await self.accept(source, head.key, bundle)
         except Rejected as exc:

@@ -407,3 +407,19 @@ def test_serve_with_the_mllp_port_taken_fails_with_one_line(tmp_path):
     assert (
         done.stderr.strip().splitlines()[-1].startswith("trial-adapter: error: the service could not start")
     )
+
+
+async def test_a_conversion_bug_gets_ae_207_and_nothing_is_stored(tmp_path, monkeypatch):
+    import adapter.service.mllp as mllp
+
+    def broken(*args: Any) -> dict[str, Any]:
+        raise KeyError("Smith")  # the text must not reach the logs or the ACK
+
+    monkeypatch.setattr(mllp, "to_bundle", broken)
+    server, inbox = await start(tmp_path)
+    try:
+        [ack] = await exchange(server.port, framed(oru("BUG", "M", "F", obx(1, "1"))))
+        assert msa(ack)[1] == "AE" and "207^" in ack.decode() and "Smith" not in ack.decode()
+        assert inbox.items == {}
+    finally:
+        await server.close()
