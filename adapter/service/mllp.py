@@ -21,6 +21,7 @@ import logging
 import sqlite3
 import ssl
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -71,9 +72,11 @@ class MllpSettings:
 
 
 class AckStore:
-    """The ACK sent for each accepted message, so a repeat gets the very same answer (fsynced)."""
+    """The ACK sent for each accepted message, so a repeat gets the very same answer (fsynced).
+    ACKs older than ``keep_days`` are dropped at start-up: engines resend within minutes or hours;
+    a repeat after that is still stored once (the inbox key), it just gets a fresh AA."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep_days: float = 30.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._lock = threading.Lock()
@@ -82,8 +85,9 @@ class AckStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS acks (source TEXT, key TEXT, ack BLOB NOT NULL, item TEXT,"
-                " PRIMARY KEY (source, key))"
+                " created REAL NOT NULL, PRIMARY KEY (source, key))"
             )
+            self._db.execute("DELETE FROM acks WHERE created < ?", (time.time() - keep_days * 86400,))
 
     def get(self, source: str, key: str) -> bytes | None:
         with self._lock:
@@ -96,8 +100,8 @@ class AckStore:
         """Record ``ack`` unless one is there already; returns the one on record."""
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO acks (source, key, ack, item) VALUES (?, ?, ?, ?)",
-                (source, key, ack, item),
+                "INSERT OR IGNORE INTO acks (source, key, ack, item, created) VALUES (?, ?, ?, ?, ?)",
+                (source, key, ack, item, time.time()),
             )
             row = self._db.execute(
                 "SELECT ack FROM acks WHERE source = ? AND key = ?", (source, key)

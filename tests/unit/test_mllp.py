@@ -423,3 +423,13 @@ async def test_a_conversion_bug_gets_ae_207_and_nothing_is_stored(tmp_path, monk
         assert inbox.items == {}
     finally:
         await server.close()
+
+
+def test_ack_store_keeps_the_first_ack_and_drops_old_ones(tmp_path):
+    store = AckStore(tmp_path / "acks.sqlite")
+    assert store.put("lab", "k", b"first", "i1") == b"first"
+    assert store.put("lab", "k", b"second", "i1") == b"first"
+    assert store.get("lab", "k") == b"first" and store.get("adt", "k") is None
+    store.close()
+    assert AckStore(tmp_path / "acks.sqlite", keep_days=1).get("lab", "k") == b"first"
+    assert AckStore(tmp_path / "acks.sqlite", keep_days=-1).get("lab", "k") is None
