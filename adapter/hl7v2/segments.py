@@ -189,6 +189,10 @@ def _value(seg: Segment, ctx: Context) -> dict[str, Any]:
     if not seg.reps(5):
         return {}
     if kind == "NM":
+        # "<5" in an NM field is a common deviation from SN: the comparator is kept, not dropped.
+        if bound := _BOUND.match(seg.get(5)):
+            quantity = {"value": decimal(bound[2], where), "comparator": bound[1], **_units(seg, ctx)}
+            return {"valueQuantity": quantity}
         return {"valueQuantity": {"value": decimal(seg.get(5), where), **_units(seg, ctx)}}
     if kind in ("ST", "TX", "FT"):
         texts = ["^".join("&".join(c) for c in rep) for rep in seg.reps(5)]

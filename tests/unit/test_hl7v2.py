@@ -131,6 +131,20 @@ def test_obx11_result_status(status, expected):
             },
         ),
         ("NM", "80", "x10E9/L", {"valueQuantity": {"value": 80, "unit": "x10E9/L"}}),  # not UCUM: unit only
+        (
+            "NM",
+            "<10",
+            "10*9/L",
+            {
+                "valueQuantity": {
+                    "value": 10,
+                    "comparator": "<",
+                    "unit": "10*9/L",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "10*9/L",
+                }
+            },
+        ),
         ("ST", "no growth", "", {"valueString": "no growth"}),
         (
             "CWE",
