@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -236,6 +237,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from adapter.httpserver import EmbeddedServer, parse_listen
+    from adapter.service import mllp_wiring
     from adapter.service.app import DAY, ServiceSettings, create_app
 
     sources = _sources(args)
@@ -249,7 +251,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+    try:
+        mllp = mllp_wiring.settings_from_args(args)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
     settings = ServiceSettings(
+        mllp=mllp,
         fhir_url=args.fhir_url,
         inbox_path=args.inbox,
         sources=sources,
@@ -287,11 +294,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-        await server.serve(sockets=[sock])
+        with contextlib.suppress(SystemExit):  # uvicorn exits when start-up fails: answered below
+            await server.serve(sockets=[sock])
 
     asyncio.run(run())
     if not server.started:
-        raise CliError(f"the service could not start on {args.listen}")
+        where = args.listen + (f" (MLLP {args.mllp_listen})" if args.mllp_listen else "")
+        raise CliError(f"the service could not start on {where}")
     return 0
 
 
@@ -540,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept and store only (maintenance); process on the next start",
     )
+    from adapter.service.mllp_wiring import add_arguments as add_mllp_arguments
+
+    add_mllp_arguments(p_serve)
     p_serve.set_defaults(func=cmd_serve)
     return parser
 

@@ -91,3 +91,17 @@ def compare(left: float, comparator: str, right: float) -> bool:
     if comparator == ">=":
         return left > right or equal
     raise UnitError(f"unknown comparator {comparator!r}")
+
+
+@lru_cache(maxsize=1024)
+def is_ucum(code: str) -> bool:
+    """True when ``code`` parses as a UCUM unit (so it may go in Quantity.code with the UCUM system)."""
+    if not code.strip() or any(c.isspace() or c == "^" for c in code):  # neither is ever in UCUM
+        return False
+    if code in _DIMENSIONLESS_ANNOTATIONS:
+        return True
+    try:
+        _registry().from_ucum(code)
+    except Exception:  # ucumvert raises lark and pint errors of several kinds for an unknown unit
+        return False
+    return True

@@ -34,8 +34,10 @@ from .checks import InputError, parse_json
 from .inbox import BodyExpired, IdempotencyConflict, Inbox
 from .intake import Checked, CpuPool, check_push, screen_body
 from .meta import VERSION, capability_statement, docs_page, with_security
+from .mllp import start_mllp
+from .mllp_wiring import inbox_acceptor
 from .processor import Processor
-from .sources import ANY_SYSTEM, Caller, Source, Sources, describe
+from .sources import ANY_SYSTEM, DEV_SOURCE, Caller, Source, Sources, describe
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class ServiceSettings:
     backoff: float = 2.0
     reference_wait: float = 3600.0
     max_transaction_entries: int = 500
+    mllp: Any = None  # MllpSettings: HL7 v2 over MLLP into the same inbox (adapter/service/mllp.py)
 
 
 def outcome(status: int, code: str, text: str, severity: str = "error") -> JSONResponse:
@@ -93,7 +96,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> FastAPI:
     state: dict[str, Any] = {}
-    dev_source = Source("dev", frozenset({ANY_SYSTEM}))  # --dev-open: one source, authoritative for all
+    dev_source = Source(DEV_SOURCE, frozenset({ANY_SYSTEM}))  # --dev-open: one source, authoritative for all
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,7 +123,7 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
             )
         sources = settings.sources
         if settings.dev_open:
-            sources = Sources(sources={**sources.sources, "dev": dev_source}, keys=sources.keys)
+            sources = Sources(sources={**sources.sources, DEV_SOURCE: dev_source}, keys=sources.keys)
         processor = Processor(
             fhir,
             definition,
@@ -137,14 +140,21 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
         cpu = CpuPool(definition, settings.cpu_workers)
         state.update(inbox=inbox, processor=processor, cpu=cpu)
         warming = asyncio.create_task(cpu.warm())
-        task = asyncio.create_task(processor.run()) if settings.process else None
-        log.info(
-            "service started",
-            extra={"processing": settings.process, "inbox": inbox.counts(), "sources": describe(sources)},
-        )
+        mllp = None
+        task = None
         try:
+            if settings.mllp is not None:  # before processing starts: a port in use stops the start-up
+                accept = inbox_acceptor(inbox, processor.wake, sources, cpu, settings.max_entries)
+                mllp = await start_mllp(settings.mllp, accept, settings.inbox_path)
+            task = asyncio.create_task(processor.run()) if settings.process else None
+            log.info(
+                "service started",
+                extra={"processing": settings.process, "inbox": inbox.counts(), "sources": describe(sources)},
+            )
             yield
         finally:
+            if mllp is not None:
+                await mllp.close()
             processor.stop()
             if task is not None:
                 await task  # finishes the payload in hand

@@ -46,6 +46,9 @@ class SourceConfigError(ValueError):
     pass
 
 
+DEV_SOURCE = "dev"  # --dev-open: the one source every unauthenticated push (HTTP or MLLP) comes from
+
+
 @dataclass(frozen=True)
 class Source:
     name: str
