@@ -41,6 +41,7 @@ relapsed/refractory T-ALL).
   screen    screen patients against every eligibility criterion, from files or a FHIR server
   worker    keep screening a FHIR server and flag candidates back in it (ResearchSubject + Task)
   serve     accept patient data pushed by integration engines, keep it safe, screen it
+  report    what changed since the worker's last pass (new candidates, newly ineligible, ...)
 
 Try:  trial-adapter screen --sample --as-of 2026-11-23 --format html --output report.html
 """
@@ -419,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept and store only (maintenance); process on the next start",
     )
     p_serve.set_defaults(func=cmd_serve)
+
+    from adapter.worker.changes import add_report_command
+
+    add_report_command(commands)
     return parser
 
 
