@@ -77,10 +77,20 @@ def _candidates(report: ScreeningReport, titles: dict[str, str], manual: list[st
     parts = ["<section aria-labelledby='h-candidates'><h2 id='h-candidates'>Candidates, closest first</h2>"]
     if not ranked:
         return [*parts, "<p>No candidates.</p></section>"]
+    # Judgements every candidate shares are said once; the column keeps what is particular to one.
+    own = {
+        p.patient: [c for c in p.unknown_criteria() if c.id not in manual and _judgement_only(c)]
+        for p in ranked
+    }
+    shared = set.intersection(*({c.id for c in own[p.patient]} for p in ranked))
+    common = [c.id for c in own[ranked[0].patient] if c.id in shared]
+    if common:
+        named = ", ".join(_name(cid, titles) for cid in common)
+        parts.append(f"<p class='small'>For every candidate, people also decide part of: {named}.</p>")
     parts.append(
         "<table><caption>Ranked by what is left to collect, then unknowns, then how recent the data is"
         "</caption><thead><tr><th scope='col' class='num'>#</th><th scope='col'>Patient</th>"
-        "<th scope='col'>Collect next</th><th scope='col'>For people to decide</th>"
+        "<th scope='col'>Collect next</th><th scope='col'>Also for people to decide</th>"
         "<th scope='col'>Latest data</th></tr></thead><tbody>"
     )
     for rank, p in enumerate(ranked, 1):
@@ -90,8 +100,15 @@ def _candidates(report: ScreeningReport, titles: dict[str, str], manual: list[st
             if items
             else "nothing: ready for review"
         )
-        decide = [c.id for c in p.unknown_criteria() if c.id not in manual and c.resolve and not _has_data(c)]
-        people = ", ".join(_e(cid) for cid in decide) or "<span class='muted'>only the usual review</span>"
+        particular = [c for c in own[p.patient] if c.id not in shared]
+        people = (
+            "; ".join(
+                f"{_e(c.id)}: {_e('; '.join(n.text for n in c.resolve.needs if n.decided_by != 'data'))}"
+                for c in particular
+                if c.resolve
+            )
+            or "<span class='muted'>nothing else</span>"
+        )
         latest = (
             f"<span class='nowrap'>{_e(p.latest_data.isoformat())}</span>"
             if p.latest_data
@@ -105,31 +122,40 @@ def _candidates(report: ScreeningReport, titles: dict[str, str], manual: list[st
     return parts
 
 
+def _judgement_only(c: CriterionResult) -> bool:
+    return c.resolve is not None and not _has_data(c)
+
+
 def _has_data(c: CriterionResult) -> bool:
     return bool(c.resolve and any(n.decided_by == "data" for n in c.resolve.needs))
 
 
-def _funnel(funnel: Funnel, titles: dict[str, str]) -> list[str]:
+def _lead(funnel: Funnel, titles: dict[str, str]) -> list[str]:
+    """The funnel in one line and its what-ifs: the first thing a person reads."""
     parts = [
-        "<section aria-labelledby='h-funnel'><h2 id='h-funnel'>How the population narrows</h2>",
         f"<p class='lead'>{funnel.screened} screened &rarr; <strong>{funnel.candidates} candidates</strong>: "
         f"{funnel.ready} ready for review (only people's judgement left), {funnel.blocked_by_unknowns} "
-        "blocked only by unknowns (data to collect).</p>",
+        "blocked only by unknowns (data to collect).</p>"
     ]
     what_ifs = []
-    for c in sorted(funnel.criteria, key=lambda c: (-c.only_this, c.id)):
+    for c in sorted(funnel.criteria, key=lambda c: (-c.only_this, c.id))[:4]:
         if c.only_this:
             what_ifs.append(
                 f"{c.only_this} more candidate{'s' if c.only_this > 1 else ''} if {_name(c.id, titles)} "
                 "were dropped"
             )
-    for c in sorted(funnel.criteria, key=lambda c: (-c.if_met, c.id)):
+    for c in sorted(funnel.criteria, key=lambda c: (-c.if_met, c.id))[:4]:
         if c.if_met:
             what_ifs.append(
                 f"{c.if_met} more ready for review if {_name(c.id, titles)} were met for those with it unknown"
             )
     if what_ifs:
-        parts.append("<p>What if:</p><ul>" + "".join(f"<li>{w}</li>" for w in what_ifs[:8]) + "</ul>")
+        parts.append("<p>What if:</p><ul>" + "".join(f"<li>{w}</li>" for w in what_ifs) + "</ul>")
+    return parts
+
+
+def _funnel(funnel: Funnel, titles: dict[str, str]) -> list[str]:
+    parts = ["<section aria-labelledby='h-funnel'><h2 id='h-funnel'>How the population narrows</h2>"]
     left = {s.id: s.remaining for s in funnel.steps}
     widest = max([c.rules_out for c in funnel.criteria] + [1])
     parts.append(
@@ -240,6 +266,7 @@ def to_html(report: ScreeningReport) -> str:
     if manual:
         named = ", ".join(_name(cid, titles) for cid in manual)
         parts.append(f"<p>Always for the study team's judgement: {named}.</p>")
+    parts += _lead(funnel, titles)
     parts += _candidates(report, titles, manual)
     parts += _funnel(funnel, titles)
     parts += _not_eligible(report, titles)

@@ -69,6 +69,7 @@ class Resolver:
         self._criteria = {c.id: c for c in definition.criteria}
         # Shared result instances (the engine's answers for records with no readable data) resolve once.
         self._shared: dict[int, tuple[CriterionResult, CriterionResult]] = {}
+        self._resolves: dict[tuple[Any, ...], Resolve] = {}
 
     @classmethod
     def for_screener(cls, screener: Screener) -> Resolver:
@@ -80,7 +81,8 @@ class Resolver:
     # --- with a record (exact: only the leaves still unknown) ------------------------------------
 
     def attach(self, screener: Screener, record: PatientRecord, result: PatientResult) -> PatientResult:
-        criteria = [self._resolved(screener, record, c) for c in result.criteria]
+        resolved = self._resolved
+        criteria = [c if c.result != UNKNOWN else resolved(screener, record, c) for c in result.criteria]
         return result.model_copy(
             update={"criteria": criteria, "latest_data": latest_data(record, self.as_of)}
         )
@@ -95,8 +97,18 @@ class Resolver:
             return cached[1]
         criterion = self._criteria[result.id]
         leaves: list[tuple[Clause, Outcome]] = []
-        self._unknown_leaves(criterion.rule, screener, record, leaves)
-        resolved = result.model_copy(update={"resolve": self.resolve(criterion, leaves)})
+        if isinstance(criterion.rule, AllOf | AnyOf):
+            self._unknown_leaves(criterion.rule, screener, record, leaves)
+        else:  # a one-clause rule: the criterion's own outcome is the leaf's
+            leaves.append((criterion.rule, Outcome(result.result, result.reason, tuple(result.evidence))))
+        # The same leaves with the same reasons resolve the same way: many patients share them.
+        key = (result.id, tuple((id(c), o.reason, bool(o.evidence)) for c, o in leaves))
+        resolve = self._resolves.get(key)
+        if resolve is None:
+            resolve = self.resolve(criterion, leaves)
+            if len(self._resolves) < 50_000:
+                self._resolves[key] = resolve
+        resolved = result.model_copy(update={"resolve": resolve})
         if screener._bare_results.get(result.id) is result:
             self._shared[id(result)] = (result, resolved)  # keeps `result` alive, so its id stays unique
         return resolved
@@ -311,9 +323,13 @@ def concept_infos(
 ) -> dict[str, ConceptInfo]:
     """The concept sets the report's ``resolve`` entries name, with their codes and other rules."""
     names: dict[str, None] = {}
+    seen: set[int] = set()  # resolve entries are shared between patients: read each once
     for patient in patients:
         for c in patient.criteria:
-            for need in c.resolve.needs if c.resolve else ():
+            if c.resolve is None or id(c.resolve) in seen:
+                continue
+            seen.add(id(c.resolve))
+            for need in c.resolve.needs:
                 names.update(dict.fromkeys(need.concepts))
     return {n: concept_info(definition.concepts[n]) for n in names if n in definition.concepts}
 

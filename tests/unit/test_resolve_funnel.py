@@ -199,3 +199,18 @@ def test_numbers_units_and_dates_for_people():
 
 def test_every_criterion_has_a_short_title():
     assert all(c.title and len(c.title) <= 80 for c in definition().criteria)
+
+
+def test_synthetic_hospital_every_unknown_resolved_and_funnel_adds_up(tmp_path):
+    from adapter.screening.run import screen_files
+    from bench import synth
+
+    synth.write_ndjson(2000, tmp_path / "hospital")
+    report = screen_files(tmp_path / "hospital", definition(), AS_OF)
+    unknown = [c for p in report.patients for c in p.criteria if c.result == "unknown"]
+    assert unknown and all(c.resolve is not None and c.resolve.needs for c in unknown)
+    funnel = report.summary.funnel
+    assert funnel.screened == 2000 == sum(s.removed for s in funnel.steps) + funnel.candidates
+    assert funnel.ready + funnel.blocked_by_unknowns == funnel.candidates == report.summary.candidates
+    named = {n for c in unknown for need in c.resolve.needs for n in need.concepts}
+    assert named <= set(report.concepts or {})
