@@ -32,6 +32,7 @@ from adapter.fault_points import crash_point
 from adapter.fhir.client import Auth, FhirClient
 from adapter.screening.engine import Screener
 from adapter.screening.record import RecordBuilder
+from adapter.screening.resolve import with_resolve
 from adapter.screening.results import PatientResult, ScreeningReport
 from adapter.sources.files import bundle_entries
 from mappings.criteria import CriteriaDefinition
@@ -277,10 +278,11 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
             raise InputError(
                 422, "invalid", f"$screen needs exactly one Patient in the Bundle, found {len(records)}"
             )
-        result = Screener(definition, as_of).screen(records[0])
+        screener = Screener(definition, as_of)
+        result = with_resolve(screener, records[0], screener.screen(records[0]))
         accept = request.headers.get("accept") or ""
         if "application/json" in accept and FHIR_JSON not in accept:
-            report = ScreeningReport.build(definition.study, as_of, [result])
+            report = ScreeningReport.build(definition.study, as_of, [result], definition)
             return JSONResponse(report.to_json_dict())
         return JSONResponse(screening_parameters(result, as_of), media_type=FHIR_JSON)
 

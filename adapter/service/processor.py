@@ -23,6 +23,7 @@ from adapter.fhir.client import FhirClient, FhirError, FhirHttpError
 from adapter.flagging import Flagger, StudyNotPublished
 from adapter.screening.engine import Screener
 from adapter.screening.record import patients_in, resources_in
+from adapter.screening.resolve import with_resolve
 from adapter.sources.server import ServerSource
 from mappings.criteria import CriteriaDefinition
 
@@ -131,7 +132,7 @@ class Processor:
             await self.flagger.prepare()
             screener = Screener(self.definition, self.today())
             async for record in self.source.records(sorted(patients)):
-                result = screener.screen(record)
+                result = with_resolve(screener, record, screener.screen(record))  # the Task's "collect next"
                 outcome = await self.flagger.apply(result)
                 flags[outcome.action] = flags.get(outcome.action, 0) + 1
                 screened.append({"patient": result.patient, "status": result.status, "flag": outcome.action})
