@@ -64,7 +64,7 @@ def visible_text(page: Path, width: int = 1280, height: int = 900) -> str:
     return html.unescape(found[-1])
 
 
-def screenshot(page: Path, png: Path, width: int = 1200, height: int = 1150) -> Path:
+def screenshot(page: Path, png: Path, width: int = 1100, height: int = 1000) -> Path:
     chromium = find_chromium()
     assert chromium, "chromium not installed"
     png.parent.mkdir(parents=True, exist_ok=True)
