@@ -11,6 +11,7 @@ from datetime import date
 from .funnel import build_funnel, funnel_table
 from .resolve import collect_next
 from .results import PatientResult, ScreeningReport
+from .wording import prose
 
 FORMATS = ("json", "csv", "html", "funnel")
 MANUAL_REASON = "requires manual review"
@@ -26,7 +27,8 @@ def render(report: ScreeningReport, fmt: str) -> str:
 
         return to_html(report)
     if fmt == "funnel":
-        return funnel_table(report.summary.funnel or build_funnel(report.patients), report.titles())
+        table = funnel_table(report.summary.funnel or build_funnel(report.patients), report.titles())
+        return table + candidates_text(report)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -63,3 +65,12 @@ def rank_key(patient: PatientResult) -> tuple[int, int, int, str]:
 
 def ranked_candidates(report: ScreeningReport) -> list[PatientResult]:
     return sorted((p for p in report.patients if p.status == "candidate"), key=rank_key)
+
+
+def candidates_text(report: ScreeningReport) -> str:
+    """Candidates closest first, one line each with what to collect next."""
+    lines = ["", "Candidates, closest first:"]
+    for rank, p in enumerate(ranked_candidates(report), 1):
+        todo = "; ".join(prose(item) for item in collect_next(p)) or "nothing: ready for review"
+        lines.append(f"{rank:>3}. {p.patient}: collect next: {todo}")
+    return "\n".join(lines) + "\n"

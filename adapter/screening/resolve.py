@@ -267,7 +267,7 @@ def sentence(needs: Iterable[Need], any_settles: bool) -> str:
         texts = list(dict.fromkeys(groups.get(who, [])))
         if not texts:
             continue
-        joiner = " or " if any_settles and who == "data" else "; "
+        joiner = ", or " if any_settles and who == "data" else "; "
         lead = (
             "Collect any of"
             if any_settles and who == "data" and len(texts) > 1
@@ -283,9 +283,10 @@ def collect_next(result: PatientResult) -> list[str]:
     for c in result.criteria:
         if c.resolve is None:
             continue
-        for need in c.resolve.needs:
-            if need.decided_by == "data":
-                items[need.text] = None
+        texts = [need.text for need in c.resolve.needs if need.decided_by == "data"]
+        if c.resolve.settles == "any" and len(texts) > 1:
+            texts = [", or ".join(texts)]  # any one of them settles it: one thing to collect
+        items.update(dict.fromkeys(texts))
     return list(items)
 
 

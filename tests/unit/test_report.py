@@ -74,6 +74,8 @@ def test_funnel_text_table():
     text = render(REPORT, "funnel")
     assert text.startswith("26 screened, 11 candidates: 5 ready for review")
     assert re.search(r"exclusion-13\s+Platelets too low.*\s1\s+1\s+13\s", text)
+    assert "  1. Patient/candidate-refractory-boy: collect next: nothing: ready for review" in text
+    assert "Patient/unknown-stale-labs: collect next: total bilirubin dated 2026-11-16 or later" in text
 
 
 HOSTILE = "<script>alert('x')</script>&\"'"

@@ -70,7 +70,9 @@ def test_only_the_leaves_still_unknown_are_asked_for():
     # inclusion-7: ECOG or Karnofsky, neither on record: either settles it.
     c = result_of(resolved(*without(candidate_resources(), ECOG)), "inclusion-7")
     assert c.resolve.settles == "any" and [n.label for n in c.resolve.needs] == ["ECOG", "Karnofsky/Lansky"]
-    assert c.resolve.text.startswith("Collect any of: ECOG dated 2026-10-24 or later or Karnofsky/Lansky")
+    assert c.resolve.text.startswith("Collect any of: ECOG dated 2026-10-24 or later, or Karnofsky/Lansky")
+    todo = collect_next(resolved(*without(candidate_resources(), ECOG)))
+    assert todo == ["ECOG dated 2026-10-24 or later, or Karnofsky/Lansky dated 2026-10-24 or later"]
 
 
 def test_manual_criteria_say_who_decides():
