@@ -8,6 +8,7 @@ then each patient's criteria with the reason and what would settle each unknown.
 
 from __future__ import annotations
 
+from datetime import date
 from html import escape
 
 from .funnel import build_funnel
@@ -180,6 +181,7 @@ def _funnel(funnel: Funnel, titles: dict[str, str]) -> list[str]:
 
 
 def _not_eligible(report: ScreeningReport, titles: dict[str, str]) -> list[str]:
+    as_of = report.as_of
     out = sorted((p for p in report.patients if p.status != "candidate"), key=lambda p: p.patient)
     if not out:
         return []
@@ -189,7 +191,7 @@ def _not_eligible(report: ScreeningReport, titles: dict[str, str]) -> list[str]:
         "<th scope='col'>Patient</th><th scope='col'>Ruled out by</th></tr></thead><tbody>"
     ]
     for p in out:
-        why = "; ".join(f"{_name(c.id, titles)}: {_e(prose(c.reason))}" for c in p.deciding_criteria())
+        why = "; ".join(f"{_name(c.id, titles)}: {_e(prose(c.reason, as_of))}" for c in p.deciding_criteria())
         parts.append(
             f"<tr><th scope='row'><a href='#{_anchor(p.patient)}'>{_e(p.patient)}</a></th><td>{why}</td></tr>"
         )
@@ -220,7 +222,7 @@ def _unmapped(report: ScreeningReport) -> list[str]:
     return parts
 
 
-def _patient(p: PatientResult, titles: dict[str, str]) -> list[str]:
+def _patient(p: PatientResult, titles: dict[str, str], as_of: date) -> list[str]:
     label = p.status.replace("-", " ")
     parts = [
         f"<section class='patient' aria-labelledby='{_anchor(p.patient)}'>"
@@ -240,7 +242,7 @@ def _patient(p: PatientResult, titles: dict[str, str]) -> list[str]:
         settle = _e(prose(c.resolve.text)) if c.resolve else ""
         parts.append(
             f"<tr><th scope='row'>{_name(c.id, titles)}</th><td class='result {_e(c.result)}'>"
-            f"{_e(c.result)}</td><td>{_e(prose(c.reason))}</td><td>{settle}</td><td>{evidence}</td></tr>"
+            f"{_e(c.result)}</td><td>{_e(prose(c.reason, as_of))}</td><td>{settle}</td><td>{evidence}</td></tr>"
         )
     parts.append("</tbody></table></section>")
     return parts
@@ -276,6 +278,6 @@ def to_html(report: ScreeningReport) -> str:
         *ranked_candidates(report),
         *sorted((p for p in report.patients if p.status != "candidate"), key=lambda p: p.patient),
     ]:
-        parts += _patient(p, titles)
+        parts += _patient(p, titles, report.as_of)
     parts.append("</main></body></html>\n")
     return "".join(parts)

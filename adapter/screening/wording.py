@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 
 from mappings.criteria import CriteriaDefinition, Criterion
 
 # A decimal with three or more fractional digits: the engine's full precision, not a measured value.
 _LONG_DECIMAL = re.compile(r"(?<![\w.])(\d+)\.(\d{3,})(?![\w.])")
+_DAYS_OLD = re.compile(r"is (\d{1,5}) days old \(needs one within (\d{1,5}) days\)")
 _ANNOTATION = re.compile(r"\s?\{[^{}\s]{1,40}\}")
 _TIMESTAMP = re.compile(r"\b(\d{4}-\d{2}-\d{2})T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?")
 _UNITS = (
@@ -44,9 +45,18 @@ def unit(code: str | None) -> str:
     return prose(code).strip()
 
 
-def prose(text: str) -> str:
-    """The engine's wording made readable: rounded numbers, no annotations, dates as dates."""
+def prose(text: str, as_of: date | None = None) -> str:
+    """The engine's wording made readable: rounded numbers, no annotations, dates as dates (with the
+    as-of date, "is 10 days old (needs one within 7 days)" becomes the dates themselves)."""
     text = _TIMESTAMP.sub(r"\1", text)
+    if as_of is not None:
+        text = _DAYS_OLD.sub(
+            lambda m: (
+                f"dated {(as_of - timedelta(days=int(m[1]))).isoformat()} (needs one dated "
+                f"{(as_of - timedelta(days=int(m[2]))).isoformat()} or later)"
+            ),
+            text,
+        )
     text = _LONG_DECIMAL.sub(lambda m: number(float(f"{m.group(1)}.{m.group(2)}")), text)
     text = _ANNOTATION.sub("", text)
     for pattern, replacement in _UNITS:

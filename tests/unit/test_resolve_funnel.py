@@ -186,6 +186,10 @@ def test_numbers_units_and_dates_for_people():
     assert prose("platelets 8 10*9/L on 2026-11-21T08:30:00Z") == "platelets 8 x10^9/L on 2026-11-21"
     assert prose("creatinine 45 umol/L = 0.509054 mg/dL") == "creatinine 45 µmol/L = 0.51 mg/dL"
     assert prose("version 1.2 and 0.48 mg/dL") == "version 1.2 and 0.48 mg/dL"  # short values stay
+    stale = "most recent platelets is 10 days old (needs one within 7 days)"
+    assert (
+        prose(stale, AS_OF) == "most recent platelets dated 2026-11-13 (needs one dated 2026-11-16 or later)"
+    )
     assert [number(v) for v in (0.414134, 12.345, 1234.5, 80.0, -0.001)] == [
         "0.41",
         "12.3",
