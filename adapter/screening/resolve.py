@@ -282,6 +282,8 @@ def collect_next(result: PatientResult) -> list[str]:
     items: dict[str, None] = {}
     for c in result.criteria:
         if c.resolve is None:
+            if c.result == UNKNOWN:  # screened without resolve: never shown as nothing to collect
+                items[f"what settles {c.id} ({c.reason})"] = None
             continue
         texts = [need.text for need in c.resolve.needs if need.decided_by == "data"]
         if c.resolve.settles == "any" and len(texts) > 1:

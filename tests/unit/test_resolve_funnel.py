@@ -91,6 +91,13 @@ def test_missing_birth_date_and_unknown_lineage_name_what_to_record():
     assert result_of(result, "inclusion-1").resolve.needs[0].kind == "birth-date"
 
 
+def test_a_result_without_resolve_is_never_ready():
+    result = screener().screen(record_of(*candidate_resources()))  # no resolve attached
+    assert collect_next(result) and all(item.startswith("what settles ") for item in collect_next(result))
+    funnel = build_funnel([result])
+    assert funnel.candidates == 1 and funnel.ready == 0
+
+
 def test_fallback_without_the_record_names_every_leaf():
     result = screener().screen(record_of(*candidate_resources()))
     fallback = Resolver(definition(), AS_OF).fallback(result)
