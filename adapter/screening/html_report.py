@@ -27,7 +27,7 @@ table{border-collapse:collapse;width:100%;margin:.4rem 0 1.2rem}
 caption{text-align:left;font-weight:600;padding:.3rem 0;color:#333}
 th,td{border:1px solid #c4c9cf;padding:.3rem .5rem;text-align:left;vertical-align:top;font-size:.9rem}
 thead th{background:#eef1f4} tbody th{font-weight:600;background:#fafbfc}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums} td.num{white-space:nowrap}
 .met{color:#0a6b2d} .not-met{color:#a4161a} .unknown{color:#7a5500}
 .result{font-weight:600;white-space:nowrap}
 .status{display:inline-block;padding:.05rem .45rem;border-radius:.3rem;font-weight:600;font-size:.85rem}
@@ -168,7 +168,7 @@ def _funnel(funnel: Funnel, titles: dict[str, str]) -> list[str]:
         "</tr></thead><tbody>"
     )
     for c in funnel.criteria:
-        width = round(6 * c.rules_out / widest, 2)
+        width = round(4 * c.rules_out / widest, 2)
         bar = f"<span class='bar' style='width:{width}rem' aria-hidden='true'></span>" if c.rules_out else ""
         parts.append(
             f"<tr><th scope='row'>{_name(c.id, titles)}</th><td class='num'>{bar}{c.rules_out}</td>"
