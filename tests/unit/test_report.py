@@ -51,7 +51,8 @@ def test_html_lists_candidates_first_and_names_the_always_manual_criteria_once()
         in page
     )
     assert "<script" not in page and "http://" not in page.split("<body>")[0]  # no network in the head
-    assert "<caption>" in page and "scope='col'" in page and "@media print" in page
+    assert "<caption>" in page and "scope='col'" in page and "scope='row'" in page and "@media print" in page
+    assert ":focus-visible" in page and "class='skip' href='#h-candidates'" in page  # keyboard users
 
 
 def test_html_for_people_titles_rounded_numbers_next_steps():
