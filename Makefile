@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 AS_OF  ?= 2026-11-23
 HAPI_JAR := docker/hapi/target/hapi-server.jar
 
-.PHONY: install demo test unit lint hapi hapi-run profiles lock clean bench bench-ingest
+.PHONY: install demo test unit lint hapi hapi-run profiles lock clean bench bench-ingest browser screenshot
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,21 @@ hapi: $(HAPI_JAR)
 hapi-run: install hapi
 	$(BIN)/python -m tests.support.hapi
 
+# Debian's chromium for the browser test of the HTML report: installed when missing and we are root;
+# never fatal (without it the browser test is skipped and says why).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "chromium not installed: the browser test will be skipped"
+
+# The README's screenshot of the report, made by chromium from the sample population.
+screenshot: install browser
+	$(BIN)/trial-adapter screen --sample --as-of $(AS_OF) --format html --output out/sample-screening.html --quiet
+	$(BIN)/python -m tests.support.browser out/sample-screening.html docs/report.png
+
 # The whole suite. tests/conftest.py starts HAPI on a free port and always stops it.
-test: install hapi
+test: install hapi browser
 	$(BIN)/ruff check adapter mappings tests
 	$(BIN)/ruff format --check adapter mappings tests
 	$(BIN)/mypy

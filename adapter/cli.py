@@ -44,6 +44,7 @@ relapsed/refractory T-ALL).
   worker    keep screening a FHIR server and flag candidates back in it (ResearchSubject + Task)
   serve     accept patient data pushed by integration engines, keep it safe, screen it
   load-sample  load the bundled sample population into a FHIR server (for trying the above)
+  report    what changed since the worker's last pass (new candidates, newly ineligible, ...)
 
 Try:  trial-adapter screen --sample --as-of 2026-11-23 --format html --output report.html
 """
@@ -553,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_mllp_arguments(p_serve)
     p_serve.set_defaults(func=cmd_serve)
+
+    from adapter.worker.changes import add_report_command
+
+    add_report_command(commands)
     return parser
 
 

@@ -98,9 +98,25 @@ def _without_adapter_tag(meta: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def review_description(result: PatientResult, nct: str) -> str:
+    """The coordinator's Task: what to collect next and who decides the rest (from each unknown's
+    ``resolve``, the same list as the reports), then the criteria still unknown."""
+    from adapter.screening.resolve import collect_next, judgements
+
     unknown = [c.id for c in result.unknown_criteria()]
     listed = ", ".join(unknown) if unknown else "none"
-    return f"Review {result.patient} as a candidate for {nct}. Criteria still unknown: {listed}."
+    lines = [f"Review {result.patient} as a candidate for {nct}."]
+    todo = collect_next(result)
+    if todo:
+        lines.append(f"Collect next: {'; '.join(todo)}.")
+    decided = judgements(result)
+    for who in ("investigator", "consent"):
+        items = [text for text, by in decided if by == who]
+        if items:
+            lines.append(
+                f"{'Investigator decides' if who == 'investigator' else 'At consent'}: {'; '.join(items)}."
+            )
+    lines.append(f"Criteria still unknown: {listed}.")
+    return " ".join(lines)
 
 
 def ineligible_reason(result: PatientResult) -> str:

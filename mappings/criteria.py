@@ -310,6 +310,8 @@ def _normalise_rule(rule: Any) -> Any:
 
 class Criterion(_Model):
     id: str
+    # A short title for people (reports, Tasks); the verbatim registry text stays in `text`.
+    title: str | None = Field(default=None, max_length=80)
     type: Literal["inclusion", "exclusion"]
     text: str
     computable: Literal["full", "partial", "none"]

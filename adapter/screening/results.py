@@ -3,34 +3,85 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from .tri import Tri
 
+if TYPE_CHECKING:
+    from mappings.criteria import CriteriaDefinition
+
 Status = Literal["candidate", "not-eligible"]
+DecidedBy = Literal["data", "investigator", "consent"]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class CriterionResult(_Model):
+class _Optional(_Model):
+    """New fields of the contract are left out while unset, so older readers see the old shape."""
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self._omit_when_none:
+                key = type(self).model_fields[name].alias or name if info.by_alias else name
+                if data.get(key) is None:
+                    data.pop(key, None)
+        return data
+
+    _omit_when_none: ClassVar[tuple[str, ...]] = ()
+
+
+class Need(_Model):
+    """One thing that would settle an unknown criterion (see adapter/screening/resolve.py)."""
+
+    kind: str  # observation, condition, medication, procedure, immunization, diagnosis, birth-date, judgement
+    label: str
+    decided_by: DecidedBy = Field(alias="decidedBy")
+    concepts: list[str] = Field(default_factory=list)  # concept set names: codes in the report's `concepts`
+    since: date | None = None  # a record dated on or after this day counts
+    test: str | None = None  # what the value is compared with, e.g. ">= 95%"
+    text: str
+
+
+class Resolve(_Model):
+    text: str  # one sentence for people
+    settles: Literal["all", "any"]  # every need must be answered, or any one of them decides
+    needs: list[Need]
+
+
+class CriterionResult(_Optional):
     # Frozen: the engine shares one instance between patients with the same answer.
     model_config = ConfigDict(frozen=True)
+    _omit_when_none = ("resolve",)
 
     id: str
     type: Literal["inclusion", "exclusion"]
     result: Tri
     reason: str
     evidence: list[str] = Field(default_factory=list)
+    resolve: Resolve | None = None  # for an unknown criterion: what would settle it
 
 
-class PatientResult(_Model):
+class PatientResult(_Optional):
+    _omit_when_none = ("latest_data",)
+
     patient: str
     status: Status
     criteria: list[CriterionResult]
+    # The most recent day of the data the criteria read (ranks candidates: fresh data first).
+    latest_data: date | None = Field(default=None, alias="latestData")
 
     def unknown_criteria(self) -> list[CriterionResult]:
         return [c for c in self.criteria if c.result == "unknown"]
@@ -45,29 +96,114 @@ class PatientResult(_Model):
         ]
 
 
-class Summary(_Model):
+class FunnelStep(_Model):
+    """Attrition in criterion order: each ruled-out patient counted once, at the first criterion."""
+
+    id: str
+    removed: int
+    remaining: int
+
+
+class FunnelCriterion(_Model):
+    id: str
+    type: Literal["inclusion", "exclusion"]
+    rules_out: int = Field(alias="rulesOut")  # patients this criterion rules out (maybe with others)
+    only_this: int = Field(alias="onlyThis")  # ... and no other: candidates gained without it
+    unknown: int  # patients for whom it is unknown
+    blocking: int  # candidates with data still to collect for it
+    if_met: int = Field(alias="ifMet")  # candidates left with no data to collect if it were settled
+
+
+class Funnel(_Model):
+    screened: int
+    candidates: int
+    ready: int  # candidates with nothing left to collect: only people's judgement remains
+    blocked_by_unknowns: int = Field(alias="blockedByUnknowns")  # candidates with data still to collect
+    steps: list[FunnelStep]
+    criteria: list[FunnelCriterion]
+
+
+class Unmapped(_Model):
+    """A code or text seen on screened patients that no concept set recognises."""
+
+    kind: Literal["code", "text"]
+    system: str | None = None
+    code: str | None = None
+    text: str | None = None
+    resource_type: str | None = Field(default=None, alias="resourceType")
+    count: int
+    examples: list[str] = Field(default_factory=list)
+
+
+class Summary(_Optional):
+    _omit_when_none = ("funnel", "unmapped")
+
     screened: int
     candidates: int
     not_eligible: int = Field(alias="notEligible")
+    funnel: Funnel | None = None
+    unmapped: list[Unmapped] | None = None
 
 
-class ScreeningReport(_Model):
+class CriterionInfo(_Model):
+    id: str
+    type: Literal["inclusion", "exclusion"]
+    title: str
+
+
+class ConceptInfo(_Model):
+    """The codes of a concept set a `resolve` entry names; `rules` are its other matching rules
+    (ranges, prefixes, roots whose descendants count), each as defined."""
+
+    display: str
+    codes: list[dict[str, str]]
+    rules: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ScreeningReport(_Optional):
+    _omit_when_none = ("criteria", "concepts")
+
     study: str
     as_of: date = Field(alias="asOf")
     summary: Summary
     patients: list[PatientResult]
+    criteria: list[CriterionInfo] | None = None  # each criterion's short title
+    concepts: dict[str, ConceptInfo] | None = None  # the concept sets `resolve` entries name
 
     @classmethod
-    def build(cls, study: str, as_of: date, patients: list[PatientResult]) -> ScreeningReport:
+    def build(
+        cls,
+        study: str,
+        as_of: date,
+        patients: list[PatientResult],
+        definition: CriteriaDefinition | None = None,
+    ) -> ScreeningReport:
+        from .funnel import build_funnel
+        from .resolve import concept_infos
+        from .wording import titles
+
         candidates = sum(1 for p in patients if p.status == "candidate")
         return cls(
             study=study,
             asOf=as_of,
             summary=Summary(
-                screened=len(patients), candidates=candidates, notEligible=len(patients) - candidates
+                screened=len(patients),
+                candidates=candidates,
+                notEligible=len(patients) - candidates,
+                funnel=build_funnel(patients),
             ),
             patients=patients,
+            criteria=[
+                CriterionInfo(id=c.id, type=c.type, title=t)
+                for c, t in zip(definition.criteria, titles(definition).values(), strict=True)
+            ]
+            if definition
+            else None,
+            concepts=concept_infos(definition, patients) if definition else None,
         )
+
+    def titles(self) -> dict[str, str]:
+        return {c.id: c.title for c in self.criteria or ()}
 
     def to_json_dict(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)

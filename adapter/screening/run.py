@@ -15,6 +15,7 @@ from mappings.criteria import CriteriaDefinition
 from .engine import Screener
 from .reads import ScreeningReads
 from .record import PatientRecord, resource_key
+from .resolve import with_resolve
 from .results import PatientResult, ScreeningReport
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def screen_checked(screener: Screener, record: PatientRecord) -> PatientResult:
     malformed data: only then is every resource of the record validated against the FHIR R4 model.
     """
     try:
-        return screener.screen(record)
+        return with_resolve(screener, record, screener.screen(record))
     except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
         for resource in (record.patient, *(r for items in record.resources.values() for r in items)):
             problem = fhir_problem(resource)
@@ -58,7 +59,7 @@ def screen_checked(screener: Screener, record: PatientRecord) -> PatientResult:
 
 def report_for(definition: CriteriaDefinition, as_of: date, results: list[PatientResult]) -> ScreeningReport:
     results.sort(key=lambda r: r.patient)  # stable order whatever the source's order of arrival
-    report = ScreeningReport.build(definition.study, as_of, results)
+    report = ScreeningReport.build(definition.study, as_of, results, definition)
     log.info(
         "screening finished",
         extra={"screened": report.summary.screened, "candidates": report.summary.candidates},

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from adapter.screening.engine import Screener
 from adapter.screening.record import RecordBuilder
+from adapter.screening.resolve import with_resolve
 from adapter.screening.results import ScreeningReport
 from adapter.sources.files import bundle_entries
 from mappings.criteria import CriteriaDefinition
@@ -103,9 +104,10 @@ def screen_body(body: bytes, max_entries: int, as_of: date, as_json: bool) -> di
         raise InputError(
             422, "invalid", f"$screen needs exactly one Patient in the Bundle, found {len(records)}"
         )
-    result = Screener(_definition, as_of).screen(records[0])
+    screener = Screener(_definition, as_of)
+    result = with_resolve(screener, records[0], screener.screen(records[0]))
     if as_json:
-        return ScreeningReport.build(_definition.study, as_of, [result]).to_json_dict()
+        return ScreeningReport.build(_definition.study, as_of, [result], _definition).to_json_dict()
     return screening_parameters(result, as_of)
 
 

@@ -32,7 +32,9 @@ from adapter.fault_points import crash_point
 from adapter.fhir.client import FhirClient, FhirError, FhirHttpError, FhirNotFound
 from adapter.flagging import Flagger, StudyNotPublished
 from adapter.screening.engine import Screener
-from adapter.screening.record import patients_in, resources_in
+from adapter.screening.record import PatientRecord, patients_in, resources_in
+from adapter.screening.resolve import with_resolve
+from adapter.screening.results import PatientResult
 from adapter.sources.server import ServerSource
 from mappings.criteria import CriteriaDefinition
 from mappings.resources import rewrite_references
@@ -43,6 +45,12 @@ from .inbox import Inbox, InboxItem
 from .sources import Source, Sources
 
 log = logging.getLogger(__name__)
+
+
+def _screen_for_flag(screener: Screener, record: PatientRecord) -> PatientResult:
+    """One patient's result with its "collect next" entries, as the worker's Task shows them."""
+    return with_resolve(screener, record, screener.screen(record))
+
 
 # 409: HAPI's answer to a version conflict (If-Match) or a concurrent write; read again and retry.
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -244,7 +252,7 @@ class Processor:
             await self.flagger.prepare()
             screener = Screener(self.definition, self.today())
             async for record in self.source.records(sorted(patients)):
-                result = await asyncio.to_thread(screener.screen, record)
+                result = await asyncio.to_thread(_screen_for_flag, screener, record)
                 outcome = await self.flagger.apply(result)
                 flags[outcome.action] = flags.get(outcome.action, 0) + 1
                 screened.append({"patient": result.patient, "status": result.status, "flag": outcome.action})

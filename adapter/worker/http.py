@@ -10,18 +10,22 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from adapter.fhir.client import FhirClient
 from adapter.fhir.search import any_of
 from adapter.screening.record import SUBJECT_ELEMENT, patients_in, resources_in
+from adapter.screening.wording import titles
 from adapter.sources.server import observation_tokens, population_tokens
 
+from .changes import render as render_changes
+from .changes import what_changed
 from .loop import Worker
 
 log = logging.getLogger(__name__)
@@ -67,8 +71,26 @@ def build_app(worker: Worker, notify_secret: str) -> Starlette:
             worker.notify_change()
         return Response(status_code=200)
 
+    async def report(request: Request) -> Response:
+        """What changed since the last full pass (``?since=`` ISO date-time; ``?format=html|text``)."""
+        since = None
+        if request.query_params.get("since"):
+            try:
+                since = datetime.fromisoformat(request.query_params["since"])
+            except ValueError:
+                return _outcome(400, "value", "since: not an ISO date or date-time")
+            since = since if since.tzinfo else since.replace(tzinfo=UTC)
+        changes = what_changed(worker.state, since, titles(worker.definition))
+        fmt = request.query_params.get("format", "json")
+        if fmt == "html":
+            return HTMLResponse(render_changes(changes, "html"))
+        if fmt == "text":
+            return PlainTextResponse(render_changes(changes, "text"))
+        return JSONResponse(changes)
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/report", report, methods=["GET"]),
         Route(NOTIFY_PATH, notify, methods=["POST", "PUT"]),
         Route(NOTIFY_PATH + "/{rest:path}", notify, methods=["POST", "PUT"]),
     ]

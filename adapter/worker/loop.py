@@ -27,9 +27,12 @@ from adapter.fhir.search import any_of, escape, query
 from adapter.flagging import Flagger
 from adapter.screening.engine import Screener
 from adapter.screening.record import SUBJECT_ELEMENT, patients_in
+from adapter.screening.resolve import with_resolve
 from adapter.sources.server import PAGE_SIZE, ServerSource, population_tokens
 from mappings.criteria import CriteriaDefinition
 
+from .changes import FULL_PASS_STARTED
+from .reviewed import reviewed_by
 from .state import WorkerState, result_digest
 
 log = logging.getLogger(__name__)
@@ -162,6 +165,8 @@ class Worker:
                     await self.changed_patients(checkpoint - timedelta(seconds=self.config.overlap))
                     | notified
                 )
+            if full:
+                self.state.put(FULL_PASS_STARTED, started.isoformat())  # "since" of the what-changed report
             log.info("worker pass", extra={"full": full, "patients": len(targets)})
             await self.screen_and_flag(targets, as_of)
         except BaseException:
@@ -183,7 +188,7 @@ class Worker:
         async for record in self.source.records(patient_ids):
             if self.stopping:
                 return
-            result = screener.screen(record)
+            result = with_resolve(screener, record, screener.screen(record))
             self.status.screened += 1
             digest = result_digest(result, as_of.isoformat())
             if self.state.last_digest(result.patient) == digest:
@@ -194,8 +199,11 @@ class Worker:
             self.status.actions[outcome.action] = self.status.actions.get(outcome.action, 0) + 1
             if outcome.action not in ("unchanged", "not-flagged", "left-alone"):
                 self.status.flag_writes += 1
+            reviewed = None
+            if outcome.action == "left-alone" and outcome.research_subject:
+                reviewed = await reviewed_by(self.client, outcome.research_subject, self.flagger.device_ref)
             # Saved only after the flag is on the server: a crash in between repeats an idempotent flag.
-            self.state.record(result, digest, outcome.action, _now())
+            self.state.record(result, digest, outcome.action, _now(), reviewed)
 
     async def changed_patients(self, since: datetime) -> set[str]:
         """Population patients with any relevant change since ``since``, and new ALL patients."""

@@ -2,7 +2,10 @@
 
 - the checkpoint: the time up to which every change has been screened and flagged;
 - the population: patients with an ALL record (so polling asks only about them);
-- the last result per patient (a digest), so an unchanged result causes no write.
+- the last result per patient (a digest), so an unchanged result causes no write;
+- the last two results per patient in full (``result_history``), so the study team can see what
+  changed (``trial-adapter report --state FILE``, ``GET /report``), and who reviewed a patient when a
+  person moved the ResearchSubject on.
 
 Every write is a committed transaction with synchronous=FULL: once a method returns, a kill -9
 cannot lose it. The flag is written to the server before the digest is saved here, so a crash in
@@ -15,8 +18,10 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from adapter.screening.results import PatientResult
 
@@ -30,13 +35,40 @@ CREATE TABLE IF NOT EXISTS last_result (
     flag TEXT,
     screened_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS result_history (
+    patient TEXT PRIMARY KEY,
+    current TEXT NOT NULL,
+    previous TEXT,
+    changed_at TEXT NOT NULL,
+    reviewed TEXT
+);
 """
 
 
 def result_digest(result: PatientResult, as_of: str) -> str:
-    """What a flag depends on: the status and each criterion's result (and the day it holds for)."""
-    payload = json.dumps([as_of, result.status, [(c.id, c.result) for c in result.criteria]])
+    """What a flag depends on: the status, each criterion's result (and the day it holds for) and what
+    would settle each unknown (the Task's "collect next" list)."""
+    payload = json.dumps(
+        [
+            as_of,
+            result.status,
+            [(c.id, c.result, c.resolve.text if c.resolve else None) for c in result.criteria],
+        ]
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    patient: str
+    current: PatientResult
+    previous: PatientResult | None
+    changed_at: datetime
+    reviewed: dict[str, Any] | None
+
+
+def _result(text: str | None) -> PatientResult | None:
+    return PatientResult.model_validate_json(text) if text else None
 
 
 class WorkerState:
@@ -88,11 +120,57 @@ class WorkerState:
         row = self._db.execute("SELECT digest FROM last_result WHERE patient = ?", (patient,)).fetchone()
         return row[0] if row else None
 
-    def record(self, result: PatientResult, digest: str, flag: str, when: datetime) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO last_result (patient, digest, status, flag, screened_at) VALUES (?, ?, ?, ?, ?)",
-            [result.patient, digest, result.status, flag, when.isoformat()],
-        )
+    def record(
+        self,
+        result: PatientResult,
+        digest: str,
+        flag: str,
+        when: datetime,
+        reviewed: dict[str, Any] | None = None,
+    ) -> None:
+        """Save a new result; the one it replaces becomes ``previous`` (one transaction)."""
+        current = result.model_dump_json(by_alias=True)
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR REPLACE INTO last_result (patient, digest, status, flag, screened_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [result.patient, digest, result.status, flag, when.isoformat()],
+            )
+            row = self._db.execute(
+                "SELECT current FROM result_history WHERE patient = ?", (result.patient,)
+            ).fetchone()
+            self._db.execute(
+                "INSERT OR REPLACE INTO result_history (patient, current, previous, changed_at, reviewed) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    result.patient,
+                    current,
+                    row[0] if row else None,
+                    when.isoformat(),
+                    json.dumps(reviewed) if reviewed else None,
+                ],
+            )
+
+    def history(self, since: datetime | None = None) -> list[HistoryRow]:
+        """Patients whose result changed at or after ``since`` (all when None), by patient."""
+        rows = self._db.execute(
+            "SELECT patient, current, previous, changed_at, reviewed FROM result_history ORDER BY patient"
+        ).fetchall()
+        out = []
+        for patient, current, previous, changed_at, reviewed in rows:
+            when = datetime.fromisoformat(changed_at)
+            if since is not None and when < since:
+                continue
+            parsed = _result(current)
+            if parsed is None:
+                continue
+            out.append(
+                HistoryRow(
+                    patient, parsed, _result(previous), when, json.loads(reviewed) if reviewed else None
+                )
+            )
+        return out
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT status, COUNT(*) FROM last_result GROUP BY status").fetchall()

@@ -361,7 +361,12 @@ def _deep_rule() -> str:
 BAD_CRITERIA = [
     ("malformed-yaml", "study: [unclosed\n", "not valid YAML"),
     ("tab-indent", "study: x\n\tversion: 1\n", "not valid YAML"),
-    ("truncated", GOOD_CRITERIA[: len(GOOD_CRITERIA) // 2], "Field required"),
+    # Cut just before a criterion's rule: valid YAML, a criterion without its rule.
+    (
+        "truncated",
+        GOOD_CRITERIA[: GOOD_CRITERIA.index("\n    rule:", len(GOOD_CRITERIA) // 2)],
+        "Field required",
+    ),
     ("non-utf8", b"\xff\xfe" + GOOD_CRITERIA.encode(), "cannot read criteria file"),
     ("empty", "", "expected a mapping at the top level"),
     ("a-list", "- 1\n- 2\n", "expected a mapping at the top level"),

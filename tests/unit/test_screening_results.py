@@ -143,7 +143,13 @@ def test_report_counts_and_json_contract():
     results = [screen(*candidate_resources()), screen(patient(born_years_ago(30)))]
     report = ScreeningReport.build("NCT06849401", AS_OF, results).to_json_dict()
     assert report["asOf"] == "2026-11-23"
-    assert report["summary"] == {"screened": 2, "candidates": 1, "notEligible": 1}
+    summary = report["summary"]
+    assert {k: summary[k] for k in ("screened", "candidates", "notEligible")} == {
+        "screened": 2,
+        "candidates": 1,
+        "notEligible": 1,
+    }
+    assert set(summary) == {"screened", "candidates", "notEligible", "funnel"}  # new fields only
     assert report["patients"][0]["criteria"][0] == {
         "id": "inclusion-1",
         "type": "inclusion",
