@@ -254,6 +254,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     try:
         mllp = mllp_wiring.settings_from_args(args)
+        mllp_wiring.check_facilities(mllp, sources)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     settings = ServiceSettings(

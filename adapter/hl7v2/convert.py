@@ -1,4 +1,4 @@
-"""One HL7 v2 message -> one FHIR transaction Bundle of conditional updates.
+"""One HL7 v2 message -> one FHIR transaction Bundle of conditional updates (and creates, see below).
 
 Messages: ORU^R01 (PID [PV1] {OBR {OBX}}, several patients allowed) and ADT^A01/A04/A08/A28/A31
 (PID [PV1] [OBX] [DG1] [PRB]). Segments we do not map (NTE, NK1, Z-segments, ...) are skipped.
@@ -11,6 +11,12 @@ the sending facility and the placer/filler order numbers plus the OBX set id):
 - Observation: OBX-21 if sent, else <filler (or placer) number>-<OBX-1>[-<OBX-4>] under the sending
   facility's system; an OBX outside an order: the patient, OBX-3 and OBX-14;
 - Condition: DG1-20 / PRB-4 if sent, else the patient and the diagnosis code.
+
+Who owns the demographics: an ADT message's PID is the patient's current record (a conditional update),
+while an ORU's PID only says whom the results are about. Its Patient entry is a conditional create
+(``POST`` + ``ifNoneExist``): the results link to the Patient already on the server and a lab system's
+minimal or stale PID never rewrites a birth date; with no Patient there yet, it is created and the next
+ADT message completes it.
 """
 
 from __future__ import annotations
@@ -129,21 +135,20 @@ class _Builder:
         self.order_effective: str | None = None
         self.obx_in_order = 0
 
-    def add(self, resource: dict[str, Any]) -> str:
+    def add(self, resource: dict[str, Any], create_only: bool = False) -> str:
         first = resource["identifier"][0]
         rtype = resource["resourceType"]
         name = "|".join((rtype, first["system"], first["value"]))
         url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
         if any(e["fullUrl"] == url for e in self.entries):
             raise V2Error(SEGMENT_SEQUENCE, f"two {rtype} entries in one message have the same identifier")
-        query = quote(token(first["system"], first["value"]), safe="")
-        self.entries.append(
-            {
-                "fullUrl": url,
-                "resource": resource,
-                "request": {"method": "PUT", "url": f"{rtype}?identifier={query}"},
-            }
+        condition = f"identifier={quote(token(first['system'], first['value']), safe='')}"
+        request = (
+            {"method": "POST", "url": rtype, "ifNoneExist": condition}
+            if create_only
+            else {"method": "PUT", "url": f"{rtype}?{condition}"}
         )
+        self.entries.append({"fullUrl": url, "resource": resource, "request": request})
         return url
 
     def _subject(self, seg: Segment) -> dict[str, Any]:
@@ -161,7 +166,8 @@ class _Builder:
 
     def pid(self, seg: Segment) -> None:
         resource = seg_map.patient(seg, self.ctx)
-        self.patient_url = self.add(resource)
+        # ADT owns the demographics; a lab result only refers to its patient (see the module's doc).
+        self.patient_url = self.add(resource, create_only=self.head.message_type != "ADT")
         first = resource["identifier"][0]
         self.patient_key = _short_hash(first["system"], first["value"])
         self.encounter_url, self.report = None, None

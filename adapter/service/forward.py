@@ -8,7 +8,10 @@ Every entry becomes an idempotent request, and every identity is the source's ow
   engine reusing ids across patients, can never land on the same server resource; an engine whose ids
   are unique only per message (``engine_ids: per-message``) gets ids scoped by the message's content;
 - an entry addressed to a server id (``request: PUT Type/<id>``) updates that resource if the source may
-  (see ``processor``), never a copy of it.
+  (see ``processor``), never a copy of it;
+- an entry the sender asked to create only (``request: POST`` with ``ifNoneExist``) and that has an
+  authoritative identifier becomes a conditional create on that identifier: it links to the resource
+  already there and never changes it (a lab result's minimal PID must not rewrite demographics).
 Identifiers in systems the source is not authoritative for are namespaced (system ``SOURCE_SYSTEM/<name>``,
 value ``system|value``), so they never match another source's conditional update. Every resource
 carries ``meta.source`` and each transaction a Provenance naming the source (agent) and the payload.
@@ -74,6 +77,12 @@ def authoritative_identifier(resource: dict[str, Any], source: Source) -> tuple[
 
 def _conditional_patient_refs(resource: dict[str, Any]) -> list[str]:
     return [r for r in references_in(resource) if r.startswith("Patient?")]
+
+
+def create_only(entry: dict[str, Any]) -> bool:
+    """The sender asked for a conditional create (``POST`` + ``ifNoneExist``), never an update."""
+    request = entry.get("request") or {}
+    return request.get("method") == "POST" and bool(request.get("ifNoneExist"))
 
 
 def _server_address(entry: dict[str, Any]) -> str | None:
@@ -284,10 +293,11 @@ def plan_forward(
             kind, key = ids.key(index)
             if kind == "identifier":
                 system, _, value = key.partition("|")
-                request = {
-                    "method": "PUT",
-                    "url": f"{rtype}?identifier={quote(token(system, value), safe='')}",
-                }
+                condition = f"identifier={quote(token(system, value), safe='')}"
+                if create_only(entry):  # the sender's own condition is not trusted: ours, on its identifier
+                    request = {"method": "POST", "url": rtype, "ifNoneExist": condition}
+                else:
+                    request = {"method": "PUT", "url": f"{rtype}?{condition}"}
             else:
                 body["id"] = derived_id(rtype, key)
                 request = {"method": "PUT", "url": f"{rtype}/{body['id']}"}

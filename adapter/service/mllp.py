@@ -246,10 +246,12 @@ class MllpServer:
         return build_ack(head, "AR", error)
 
     def source_for(self, head: Header) -> str | None:
+        if self.settings.any_facility:  # --dev-open: like every HTTP push, every message is the dev source's
+            return DEV_SOURCE
         for name in head.facility_names:
             if name in self.settings.facilities:
                 return self.settings.facilities[name]
-        return DEV_SOURCE if self.settings.any_facility else None
+        return None
 
     def _convert(self, raw: bytes) -> tuple[Message, Header]:
         msg = parse(raw)

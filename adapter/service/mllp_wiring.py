@@ -4,7 +4,10 @@ exactly-once rules as HTTP pushes).
 
 Sending facilities come from ``--mllp-facilities FILE`` (one ``FACILITY SOURCE`` per line, ``#``
 comments) and/or ``MLLP_FACILITIES='FACILITY:source,...'``. FACILITY is MSH-4's namespace id (HD.1)
-or universal id (HD.2); SOURCE names the feed (idempotency keys are scoped by it).
+or universal id (HD.2); SOURCE is a source of ``--sources`` (checked at start-up): a message is
+accepted as that source's push, with its authority and its idempotency scope. Several facilities of
+one hospital (its ADT and lab feeds) usually map to one source, the one authoritative for the
+hospital's MRN system. With ``--dev-open`` every facility pushes as the ``dev`` source.
 """
 
 from __future__ import annotations
@@ -57,6 +60,18 @@ def inbox_acceptor(
     return accept
 
 
+def check_facilities(settings: MllpSettings | None, sources: Sources) -> None:
+    """At start-up: every facility must feed a configured source (else each message would get AE)."""
+    if settings is None or settings.any_facility:
+        return
+    unknown = sorted(set(settings.facilities.values()) - set(sources.sources))
+    if unknown:
+        raise ValueError(
+            f"MLLP facilities map to sources that are not configured: {', '.join(unknown)} "
+            "(define them in --sources, or map the facilities to an existing source)"
+        )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("HL7 v2 over MLLP")
     group.add_argument(
@@ -66,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mllp-facilities",
         type=Path,
         metavar="FILE",
-        help="allowed sending facilities: 'FACILITY SOURCE' per line",
+        help="allowed sending facilities: 'FACILITY SOURCE' per line (SOURCE: a configured source)",
     )
     group.add_argument(
         "--mllp-tls-cert", type=Path, metavar="PEM", help="serve MLLP over TLS with this certificate chain"
@@ -154,7 +169,7 @@ def settings_from_args(args: argparse.Namespace) -> MllpSettings | None:
         host=host,
         port=port,
         facilities=facilities,
-        any_facility=not facilities and args.dev_open,
+        any_facility=args.dev_open,
         max_message_bytes=args.mllp_max_bytes,
         idle_timeout=args.mllp_idle_timeout,
         max_connections=args.mllp_max_connections,

@@ -17,12 +17,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from adapter.cli import main
 from adapter.fault_points import CRASH_EXIT_CODE
 from adapter.fhir.client import FhirClient
-from tests.integration.test_service import Service, engine_bundle, server_subjects
-from tests.support.hl7v2 import adt, message, msh, obr, obx, oru
+from tests.integration.test_service import ADMIN_KEY, MRN, PUSH_KEY, engine_bundle, server_subjects
+from tests.support.hl7v2 import MRN_OID, adt, message, msh, obr, obx, oru
 from tests.support.service import ServiceProcess, free_port
 
 MLLP_SEND = str(Path(sys.executable).parent / "mllp_send")
@@ -30,11 +31,35 @@ OBSERVATION_SYSTEM = "http://trial-adapter.org/fhir/v2/LAB1/observation"
 
 
 def mllp_service(hapi_url: str, inbox: Path, *extra: str) -> tuple[ServiceProcess, int]:
+    """The recommended set-up: the hospital is one source, authoritative for its MRN system (and its
+    lab's result identifiers), and both of its feeds (ADT1, LAB1) and its HTTP engine push as it."""
+    sources = inbox.parent / "sources.yaml"
+    sources.write_text(
+        yaml.safe_dump(
+            {
+                "sources": [
+                    {"name": "hospital", "keys": [PUSH_KEY], "identifier_systems": [MRN, OBSERVATION_SYSTEM]}
+                ],
+                "admin_keys": [ADMIN_KEY],
+            }
+        )
+    )
+    sources.chmod(0o600)
     facilities = inbox.parent / "facilities.txt"
-    facilities.write_text("LAB1 lab\nADT1 adt\n")
+    facilities.write_text("LAB1 hospital\nADT1 hospital\n")
     port = free_port()
-    running = Service(
-        hapi_url, inbox, "--mllp-listen", f"127.0.0.1:{port}", "--mllp-facilities", str(facilities), *extra
+    running = ServiceProcess(
+        hapi_url,
+        inbox,
+        "--sources",
+        str(sources),
+        "--mllp-listen",
+        f"127.0.0.1:{port}",
+        "--mllp-facilities",
+        str(facilities),
+        *extra,
+        keys=None,
+        default_key=PUSH_KEY,
     )
     return running, port
 
@@ -128,6 +153,44 @@ def test_adt_and_oru_land_on_hapi_and_the_patient_is_screened_and_flagged(servic
     assert subjects[0]["status"] == "ineligible"  # platelets 5 x10^9/L today: exclusion-13 met
 
 
+def test_a_lab_message_links_to_the_patient_and_never_changes_its_demographics(service, hapi_url):
+    running, port = service
+    mrn, run = uuid.uuid4().hex[:12], uuid.uuid4().hex[:6]
+    birth = date(2015, 3, 9)
+    [ack] = send(port, adt(f"D-{run}", mrn, "A28", birth=birth))  # ADT: the patient's full record
+    assert msa(ack)[1] == "AA"
+    wait_idle(running)
+    [patient] = search(hapi_url, "Patient", identifier=f"{MRN}|{mrn}")
+    minimal_pid = f"PID|1||{mrn}^^^HOSP&{MRN_OID}&ISO^MR"  # no name, no birth date, no sex
+    minimal, other_birth = send(
+        port,
+        message(msh(f"L1-{run}"), minimal_pid, obr(f"L1{run}"), obx(1, "150", when=now_v2(20))),
+        oru(f"L2-{run}", mrn, f"L2{run}", obx(1, "160", when=now_v2(10)), birth="20010101"),
+    )
+    assert msa(minimal)[1] == msa(other_birth)[1] == "AA"
+    assert wait_idle(running).get("dead", 0) == 0
+    [after] = search(hapi_url, "Patient", identifier=f"{MRN}|{mrn}")
+    assert after["birthDate"] == "2015-03-09" and after["name"] == patient["name"]
+    assert after["meta"]["versionId"] == patient["meta"]["versionId"]  # not written at all
+    for filler in (f"L1{run}", f"L2{run}"):
+        [found] = search(hapi_url, "Observation", identifier=f"{OBSERVATION_SYSTEM}|{filler}-1")
+        assert found["subject"]["reference"] == f"Patient/{patient['id']}"
+
+    # A result before any ADT: the patient is created from the lab's PID, and the ADT then completes it.
+    late = uuid.uuid4().hex[:12]
+    late_pid = f"PID|1||{late}^^^HOSP&{MRN_OID}&ISO^MR"
+    [first] = send(port, message(msh(f"L3-{run}"), late_pid, obr(f"L3{run}"), obx(1, "140")))
+    assert msa(first)[1] == "AA"
+    wait_idle(running)
+    [created] = search(hapi_url, "Patient", identifier=f"{MRN}|{late}")
+    assert "birthDate" not in created
+    [updated] = send(port, adt(f"D2-{run}", late, "A08", birth=birth))
+    assert msa(updated)[1] == "AA"
+    wait_idle(running)
+    [completed] = search(hapi_url, "Patient", identifier=f"{MRN}|{late}")
+    assert completed["id"] == created["id"] and completed["birthDate"] == "2015-03-09"
+
+
 def test_resend_and_correction_update_instead_of_duplicating(service, hapi_url):
     running, port = service
     mrn, filler = uuid.uuid4().hex[:12], f"F{uuid.uuid4().hex[:8]}"
@@ -140,7 +203,7 @@ def test_resend_and_correction_update_instead_of_duplicating(service, hapi_url):
     [observation] = search(hapi_url, "Observation", identifier=f"{OBSERVATION_SYSTEM}|{filler}-1")
     assert observation["status"] == "corrected" and observation["valueQuantity"]["value"] == 140
     assert observation["meta"]["versionId"] == "2"  # the resend was stored once, the correction updated it
-    assert len(search(hapi_url, "Patient", identifier=f"urn:oid:1.2.36.146.595.217.0.1|{mrn}")) == 1
+    assert len(search(hapi_url, "Patient", identifier=f"{MRN}|{mrn}")) == 1
 
 
 def test_bad_messages_get_ae_or_ar_with_a_useful_err_and_nothing_is_stored(service, hapi_url):

@@ -80,9 +80,28 @@ def test_oru_maps_patient_report_and_observations():
     assert platelets["identifier"] == [
         {"system": "http://trial-adapter.org/fhir/v2/LAB1/observation", "value": "F100-1"}
     ]
+    # The results' patient: a conditional create (links, never updates); the rest: conditional updates.
+    assert bundle["entry"][0]["request"] == {
+        "method": "POST",
+        "url": "Patient",
+        "ifNoneExist": f"identifier=urn%3Aoid%3A{MRN_OID}%7CMRN1",
+    }
     assert all(
-        e["request"]["method"] == "PUT" and "?identifier=" in e["request"]["url"] for e in bundle["entry"]
+        e["request"]["method"] == "PUT" and "?identifier=" in e["request"]["url"] for e in bundle["entry"][1:]
     )
+
+
+@pytest.mark.parametrize("event", ["A01", "A04", "A08", "A28", "A31"])
+def test_adt_updates_the_patient_and_oru_only_creates_it_if_absent(event):
+    [adt_patient] = [
+        e for e in convert(adt("a", "M", event))["entry"] if e["resource"]["resourceType"] == "Patient"
+    ]
+    assert adt_patient["request"] == {"method": "PUT", "url": f"Patient?identifier=urn%3Aoid%3A{MRN_OID}%7CM"}
+    minimal = message(msh("o"), f"PID|1||M^^^HOSP&{MRN_OID}&ISO^MR", obr("F1"), obx(1, "150"))
+    bundle = convert(minimal)
+    [oru_patient] = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+    assert oru_patient["request"]["method"] == "POST" and "birthDate" not in oru_patient["resource"]
+    assert resources(bundle, "Observation")[0]["subject"] == {"reference": oru_patient["fullUrl"]}
 
 
 def test_the_same_message_twice_gives_the_same_bundle_and_a_correction_the_same_identifiers():

@@ -104,3 +104,80 @@ def test_serve_with_the_mllp_port_taken_fails_with_one_line(tmp_path):
     assert (
         done.stderr.strip().splitlines()[-1].startswith("trial-adapter: error: the service could not start")
     )
+
+
+def test_facilities_must_feed_configured_sources():
+    from adapter.service.mllp import MllpSettings
+    from adapter.service.mllp_wiring import check_facilities
+    from adapter.service.sources import Source, Sources
+
+    hospital = Sources(sources={"hospital": Source("hospital", frozenset({"urn:mrn"}))})
+    check_facilities(MllpSettings("127.0.0.1", 1, {"LAB1": "hospital", "ADT1": "hospital"}), hospital)
+    with pytest.raises(ValueError, match="not configured: lab"):
+        check_facilities(MllpSettings("127.0.0.1", 1, {"LAB1": "lab", "ADT1": "hospital"}), hospital)
+    check_facilities(MllpSettings("127.0.0.1", 1, {"LAB1": "lab"}, any_facility=True), hospital)  # dev-open
+    check_facilities(None, hospital)
+
+
+def test_serve_refuses_facilities_of_unknown_sources_with_one_line(tmp_path, monkeypatch, capsys):
+    from adapter.cli import main
+
+    monkeypatch.setenv("SERVICE_API_KEYS", "a-push-key-0123456789:push")
+    monkeypatch.setenv("MLLP_FACILITIES", "LAB1:lab")
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--fhir-url", "http://127.0.0.1:9/fhir", "--inbox", str(tmp_path / "i.sqlite"),
+              "--mllp-listen", "127.0.0.1:2575"])  # fmt: skip
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "MLLP facilities map to sources that are not configured: lab" in line
+
+
+def test_dev_open_every_facility_pushes_as_the_dev_source_end_to_end(tmp_path):
+    """--dev-open with MLLP: listed or not, every facility's message is accepted as ``dev`` (authoritative
+    for every system, like an HTTP push in dev-open) and its Bundle plans as the dev source's."""
+    import json
+    import socket
+
+    from fastapi.testclient import TestClient
+
+    from adapter.service.app import ServiceSettings, create_app
+    from adapter.service.forward import plan_forward
+    from adapter.service.inbox import Inbox
+    from adapter.service.mllp import END, START, MllpSettings
+    from adapter.service.sources import ANY_SYSTEM, DEV_SOURCE, Source
+    from tests.support.hl7v2 import adt, obx, oru
+    from tests.support.service import free_port
+    from tests.unit.conftest import definition
+
+    port = free_port()
+    mllp = MllpSettings("127.0.0.1", port, facilities={"LAB1": "lab"}, any_facility=True)
+    inbox_path = tmp_path / "inbox.sqlite"
+    settings = ServiceSettings(
+        "http://127.0.0.1:9/fhir", inbox_path, dev_open=True, process=False, cpu_workers=0, mllp=mllp
+    )
+    acks = []
+    with TestClient(create_app(settings, definition())) as client:
+        # LAB1 is listed (to a source that does not exist), ELSEWHERE is not: both are dev's in dev-open.
+        for raw in (
+            oru("d1", "M1", "F1", obx(1, "150")),
+            oru("d2", "M2", "F2", obx(1, "9"), facility="ELSEWHERE"),
+            adt("d3", "M1"),
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(START + raw + END)
+                answer = b""
+                while not answer.endswith(END):
+                    answer += sock.recv(4096)
+            acks.append(answer.decode().split("\r")[1].split("|")[1])
+        listed = client.get("/status").json()
+    assert acks == ["AA", "AA", "AA"]
+    assert len(listed["items"]) == 3 and {p["source"] for p in listed["items"]} == {DEV_SOURCE}
+    inbox = Inbox(inbox_path)
+    dev = Source(DEV_SOURCE, frozenset({ANY_SYSTEM}))
+    for payload in listed["items"]:
+        plan = plan_forward(
+            json.loads(inbox.body(payload["id"]) or b""), dev, payload["id"], "2026-11-23T00:00:00Z"
+        )
+        [patient] = [e for e in plan.chunks[0].bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+        assert patient["resource"]["meta"]["source"] == dev.uri
+    inbox.close()

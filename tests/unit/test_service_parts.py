@@ -222,6 +222,22 @@ def test_forwarded_resources_carry_their_source_and_foreign_identifiers_are_name
     assert provenance["agent"][0]["who"]["identifier"] == {"system": SOURCE_SYSTEM, "value": "hospital-a"}
 
 
+def test_a_create_only_patient_links_to_the_existing_one_and_never_updates_it():
+    bundle = engine_bundle("urn:mrn:a", "1")
+    # The sender's own condition (another system here) is not trusted: ours is on its identifier.
+    bundle["entry"][0]["request"] = {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:x|9"}
+    [chunk] = plan_forward(bundle, A, "item", NOW).chunks
+    patient, observation, _ = chunk.bundle["entry"]
+    assert patient["request"] == {
+        "method": "POST",
+        "url": "Patient",
+        "ifNoneExist": "identifier=urn%3Amrn%3Aa%7C1",
+    }
+    assert observation["resource"]["subject"] == {"reference": patient["fullUrl"]}
+    bundle["entry"][0]["request"] = {"method": "POST", "url": "Patient"}  # a plain POST: an update as before
+    assert plan_forward(bundle, A, "item", NOW).chunks[0].bundle["entry"][0]["request"]["method"] == "PUT"
+
+
 def test_authority_is_checked_before_acceptance():
     check_authority(engine_bundle("urn:mrn:a", "1"), A)
     with pytest.raises(InputError) as refused:
