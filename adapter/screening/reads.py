@@ -14,10 +14,14 @@ Sources use this to decide what to check up front and what to skip:
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from mappings.criteria import CriteriaDefinition
+from mappings.terminology import RXNORM
+
+from .signs import DiagnosisSigns
 
 _ALWAYS_READ = frozenset({"Patient", "Immunization", "Medication"})
 # The only Patient elements screening reads. A hospital's Patient is mostly names, addresses,
@@ -53,19 +57,29 @@ _OBSERVATION_START = b'{"resourceType":"Observation",'
 _LINE_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"\s*,')
 
 
+def _json_text(value: str) -> bytes:
+    """A string as it appears inside JSON quotes (a local code may hold a quote or a backslash)."""
+    return json.dumps(value, ensure_ascii=False)[1:-1].encode()
+
+
 class ScreeningReads:
     """The criteria's view of a source: what is read, what can be skipped unparsed."""
 
     def __init__(self, definition: CriteriaDefinition) -> None:
-        self.observation_codes = frozenset((c.system, c.code) for c in definition.observation_codes())
+        maps = definition.concept_maps
+        standard = [(c.system, c.code) for c in definition.observation_codes()]
+        # A site's local codes that its ConceptMaps translate to a criterion's code are read too.
+        self.observation_codes = frozenset(standard + maps.sources_for(standard))
+        self._maps = maps
+        self._signs = DiagnosisSigns(definition)
         # Any of those codes as the JSON string value of a "code" key. Codes never need escaping; a line
         # with an escape (\u...) is parsed in full instead of trusting this scan.
         values = sorted({code for _, code in self.observation_codes}, key=len, reverse=True)
         self._criteria_code = re.compile(
-            rb'"code"\s*:\s*"(?:' + b"|".join(re.escape(v.encode()) for v in values) + rb')"'
+            rb'"code"\s*:\s*"(?:' + b"|".join(re.escape(_json_text(v)) for v in values) + rb')"'
         )
         self._concepts = list(definition.concepts.values())
-        self._matched: dict[tuple[Any, Any], bool] = {}
+        self._matched: dict[tuple[str, str, str | None], bool] = {}
 
     # --- raw NDJSON lines ------------------------------------------------------------------------
 
@@ -97,7 +111,17 @@ class ScreeningReads:
         if rtype in _ALWAYS_READ:
             return True
         if rtype == "Observation":
-            return self._any_coding(resource.get("code"), self._is_observation_code)
+            if self._any_coding(resource.get("code"), self._is_observation_code):
+                return True
+            components = resource.get("component")
+            if components is None:
+                return False
+            if not isinstance(components, list):
+                return True  # malformed: let validation name it
+            return any(
+                not isinstance(c, dict) or self._any_coding(c.get("code"), self._is_observation_code)
+                for c in components
+            )
         elements = _CODED.get(rtype)
         if elements is None:
             return False  # a type screening never reads (Encounter, ...)
@@ -109,7 +133,12 @@ class ScreeningReads:
             if not isinstance(extensions, list) or not all(isinstance(e, dict) for e in extensions):
                 return True  # malformed: let validation name it
             concepts += [e.get("valueCodeableConcept") for e in extensions if isinstance(e, dict)]
-        return any(self._any_coding(concept, self._in_any_concept) for concept in concepts)
+        if self._maps:
+            concepts = [self._maps.translate_concept(c) for c in concepts]
+        if any(self._any_coding(concept, self._in_any_concept) for concept in concepts):
+            return True
+        # A Condition that names the disease in words or by a broader code: the diagnosis reads it.
+        return rtype == "Condition" and self._signs.any_sign(resource.get("code"))
 
     @staticmethod
     def read_part(resource: dict[str, Any]) -> dict[str, Any]:
@@ -118,16 +147,19 @@ class ScreeningReads:
             return {key: resource[key] for key in _PATIENT_READ if key in resource}
         return resource
 
-    def _is_observation_code(self, system: Any, code: Any) -> bool:
-        return (system, code) in self.observation_codes
+    def _is_observation_code(self, coding: dict[str, Any]) -> bool:
+        return (coding.get("system"), coding.get("code")) in self.observation_codes
 
-    def _in_any_concept(self, system: Any, code: Any) -> bool:
+    def _in_any_concept(self, coding: dict[str, Any]) -> bool:
+        system, code = coding.get("system"), coding.get("code")
         if not isinstance(system, str) or not isinstance(code, str):
             return system is not None and code is not None  # wrong types: validation names them
-        key = (system, code)
+        # RxNorm drugs match by ingredient, read from the drug's name: the display is part of the key.
+        display = coding.get("display") if system == RXNORM else None
+        key = (system, code, display if isinstance(display, str) else None)
         found = self._matched.get(key)
         if found is None:
-            found = any(concept.matches(system, code) for concept in self._concepts)
+            found = any(concept.matches_coding(coding) for concept in self._concepts)
             if len(self._matched) < 100_000:  # a hospital's code vocabulary; bounded all the same
                 self._matched[key] = found
         return found
@@ -144,7 +176,4 @@ class ScreeningReads:
             return False
         if not isinstance(codings, list):
             return True
-        for coding in codings:
-            if not isinstance(coding, dict) or test(coding.get("system"), coding.get("code")):
-                return True
-        return False
+        return any(not isinstance(coding, dict) or test(coding) for coding in codings)
