@@ -27,6 +27,8 @@ from adapter.screening.report import FORMATS, render
 from adapter.sources.files import SourceError
 from mappings.criteria import CriteriaDefinitionError, load_criteria
 from mappings.study import StudyDefinitionError, study_dir
+from mappings.terminology import TerminologyError
+from mappings.terminology.conceptmap import load_concept_maps
 
 PROG = "trial-adapter"
 EXIT_FAILED = 1
@@ -85,8 +87,11 @@ def write_output(text: str, output: Path | None) -> None:
         raise CliError(f"cannot write {output}: {exc.strerror}") from None
 
 
-def _criteria(study: str | None) -> Any:
-    return load_criteria(study_dir(study) / "criteria.yaml")
+def _criteria(study: str | None, concept_maps: list[Path] | None = None) -> Any:
+    definition = load_criteria(study_dir(study) / "criteria.yaml")
+    if concept_maps:
+        definition = definition.with_concept_maps(load_concept_maps(concept_maps))
+    return definition
 
 
 def _auth(args: argparse.Namespace) -> Any:
@@ -155,7 +160,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from adapter.worker.run import run_worker
 
-    definition = _criteria(args.study)
+    definition = _criteria(args.study, args.concept_map)
 
     async def run() -> int:
         async with _client(args) as client:
@@ -213,7 +218,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         url_aliases=args.url_alias or [],
         verify_tls=not args.insecure,
     )
-    app = create_app(settings, _criteria(args.study))
+    app = create_app(settings, _criteria(args.study, args.concept_map))
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30
     )
@@ -235,7 +240,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_screen(args: argparse.Namespace) -> int:
     from adapter.screening.run import screen_files, screen_server
 
-    definition = _criteria(args.study)
+    definition = _criteria(args.study, args.concept_map)
     progress = _progress(sys.stderr.isatty() and not args.quiet)
     if args.fhir_url:
 
@@ -259,6 +264,16 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
 
 # --- parser -------------------------------------------------------------------------------------
+
+
+def _concept_map_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concept-map",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="a FHIR R4 ConceptMap (JSON) translating the site's local codes to standard ones; repeatable",
+    )
 
 
 def _server_options(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -317,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="screen patients against every criterion",
         description="Screen every patient of a source against the study's criteria. Exactly one source.",
     )
+    _concept_map_option(p_screen)
     source = p_screen.add_mutually_exclusive_group(required=True)
     source.add_argument("--fhir-url", metavar="URL", help="a FHIR R4 server: screens its ALL patients")
     source.add_argument(
@@ -345,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A full screening at start and each new day, then incremental passes over what changed. "
         "Candidates get a ResearchSubject (status candidate) and a review Task; state lives in SQLite.",
     )
+    _concept_map_option(p_worker)
     _server_options(p_worker, required=True)
     p_worker.add_argument(
         "--state",
@@ -392,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         "202, then forwarded to the FHIR server, screened and flagged. API keys come from "
         "SERVICE_API_KEYS ('key:role,...', role push or admin) or --api-keys-file, never from flags.",
     )
+    _concept_map_option(p_serve)
     _server_options(p_serve, required=True)
     p_serve.add_argument(
         "--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="default 127.0.0.1:8080"
@@ -435,7 +453,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CliError as exc:
         _fail(str(exc), exc.code)
-    except (SourceError, CriteriaDefinitionError, StudyDefinitionError, CredentialError, FhirError) as exc:
+    except (
+        SourceError,
+        CriteriaDefinitionError,
+        StudyDefinitionError,
+        CredentialError,
+        FhirError,
+        TerminologyError,
+    ) as exc:
         _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         _fail("interrupted", 130)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 
-from adapter.fhir.client import FhirClient
+from adapter.fhir.client import FhirClient, FhirError
 from adapter.fhir.search import any_of, escape, query, token
 from adapter.screening.record import PatientRecord, RecordBuilder, patients_in
 from mappings.criteria import CriteriaDefinition
@@ -22,16 +22,44 @@ from mappings.criteria import CriteriaDefinition
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
+URL_BUDGET = 1500  # characters of search values per request: long code lists are split into chunks
+# Words for the server-side text search (token ``:text``) of Conditions without a recognised code.
+TEXT_TERMS = ("lymphoblastic", "acute lymphocytic", "acute lymphoid", "T-ALL")
 
 
 def observation_tokens(definition: CriteriaDefinition) -> list[str]:
-    """Every Observation code any criterion reads, as search tokens."""
-    return [token(c.system, c.code) for c in definition.observation_codes()]
+    """Every Observation code any criterion reads (and local codes mapped to one), as search tokens."""
+    codes = [(c.system, c.code) for c in definition.observation_codes()]
+    codes += definition.concept_maps.sources_for(codes)
+    return [token(system, code) for system, code in dict.fromkeys(codes)]
+
+
+def population_codes(definition: CriteriaDefinition) -> list[tuple[str, str]]:
+    """The full expansion of the diagnosis concept sets (roots with every known descendant), plus the
+    site's local codes its ConceptMaps translate to any of them."""
+    codes = [code for concept in definition.population_concepts() for code in concept.expansion()]
+    codes += definition.concept_maps.sources_for(codes)
+    return list(dict.fromkeys(codes))
 
 
 def population_tokens(definition: CriteriaDefinition) -> list[str]:
-    codes = (c for concept in definition.population_concepts() for c in concept.codes)
-    return list(dict.fromkeys(token(c.system, c.code) for c in codes))
+    return [token(system, code) for system, code in population_codes(definition)]
+
+
+def chunks(tokens: list[str], budget: int = URL_BUDGET) -> list[str]:
+    """OR-lists of tokens, each short enough for a GET URL (servers cut URLs at a few kilobytes)."""
+    out: list[str] = []
+    current: list[str] = []
+    size = 0
+    for item in tokens:
+        if current and size + len(item) + 1 > budget:
+            out.append(any_of(current))
+            current, size = [], 0
+        current.append(item)
+        size += len(item) + 1
+    if current:
+        out.append(any_of(current))
+    return out
 
 
 class ServerSource:
@@ -48,17 +76,51 @@ class ServerSource:
         self.batch_size = batch_size
         self.concurrency = concurrency
         self._observation_codes = any_of(observation_tokens(definition))
+        self._text_probe: bool | None = None
+        self.population_method = "not searched yet"
 
-    async def population(self) -> list[str]:
-        """Patient ids with any leukaemia Condition on the server, in first-seen order."""
-        params = [
-            ("code", any_of(population_tokens(self.definition))),
-            ("_elements", "subject"),
-            ("_count", str(PAGE_SIZE)),
-        ]
-        ids = patients_in(await self.client.search_resources("Condition", params))
-        log.info("screening population found", extra={"patients": len(ids)})
+    async def population(self, since: str | None = None) -> list[str]:
+        """Patient ids with any ALL Condition on the server (changed since ``since`` when given): by
+        the full expansion of the diagnosis codes, in chunks, and by ALL wording where the server's
+        token ``:text`` search is proven to work. ``population_method`` says how they were found."""
+        tokens = population_tokens(self.definition)
+        extra = [("_lastUpdated", f"ge{since}")] if since else []
+        ids: set[str] = set()
+        for chunk in chunks(tokens):
+            params = [("code", chunk), *extra, ("_elements", "subject"), ("_count", str(PAGE_SIZE))]
+            ids |= patients_in(await self.client.search_resources("Condition", params))
+        by_code = len(ids)
+        method = f"Condition search on {len(tokens)} ALL codes (expansion and local codes)"
+        if await self._text_search_works():
+            for term in TEXT_TERMS:
+                params = [("code:text", term), *extra, ("_elements", "subject"), ("_count", str(PAGE_SIZE))]
+                ids |= patients_in(await self.client.search_resources("Condition", params))
+            method += f"; text search for ALL wording ({len(ids) - by_code} more patients)"
+        else:
+            method += (
+                "; the server has no working text search: Conditions with ALL only in words are not found"
+            )
+        self.population_method = method
+        log.info("screening population found", extra={"patients": len(ids), "by_code": by_code})
         return sorted(ids)
+
+    async def _text_search_works(self) -> bool:
+        """Probe once: the server must accept ``code:text`` and must not ignore it (a server that drops
+        the modifier answers every Condition: safe, but the whole hospital)."""
+        if self._text_probe is not None:
+            return self._text_probe
+        works = False
+        try:
+            everything = await self.client.get_json("Condition", [("_summary", "count")])
+            probe = await self.client.get_json(
+                "Condition", [("code:text", "leukemia"), ("_summary", "count")]
+            )
+            total, found = everything.get("total"), probe.get("total")
+            works = isinstance(found, int) and isinstance(total, int) and (found < total or total == 0)
+        except FhirError as exc:
+            log.info("text search not supported", extra={"status": getattr(exc, "status", None)})
+        self._text_probe = works
+        return works
 
     def _batch_requests(self, patient_ids: list[str]) -> list[str]:
         subjects = any_of(escape(f"Patient/{pid}") for pid in patient_ids)

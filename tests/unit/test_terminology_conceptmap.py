@@ -1,0 +1,163 @@
+"""Issue 12: a site's ConceptMaps translate local codes before matching; Observation components; the
+fast path keeps every line that now matters; the population search uses the expansion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapter.cli import main
+from adapter.screening.engine import Screener
+from adapter.screening.reads import ScreeningReads
+from adapter.sources.server import chunks, population_tokens
+from mappings.criteria import load_criteria
+from mappings.terminology import TerminologyError
+from mappings.terminology.conceptmap import load_concept_maps
+
+from .conftest import (
+    AS_OF,
+    CRITERIA_PATH,
+    LOINC,
+    SCT,
+    component,
+    condition,
+    obs,
+    patient,
+    record_of,
+    result_of,
+)
+
+LOCAL_DX = "http://hospital.example/dx"
+LOCAL_LAB = "http://hospital.example/lab"
+
+
+def concept_map(elements: list[tuple[str, str, str, str, str]], cm_id: str = "site-dx") -> dict:
+    """elements: (source system, local code, target system, target code, equivalence)."""
+    groups: dict[tuple[str, str], list] = {}
+    for source, code, target, target_code, equivalence in elements:
+        groups.setdefault((source, target), []).append(
+            {"code": code, "target": [{"code": target_code, "equivalence": equivalence}]}
+        )
+    return {
+        "resourceType": "ConceptMap",
+        "id": cm_id,
+        "status": "active",
+        "group": [{"source": s, "target": t, "element": e} for (s, t), e in groups.items()],
+    }
+
+
+@pytest.fixture
+def site_map(tmp_path: Path) -> Path:
+    path = tmp_path / "site-map.json"
+    cm = concept_map(
+        [
+            (LOCAL_DX, "TALL", SCT, "277575008", "equivalent"),
+            (LOCAL_DX, "ALLREL", SCT, "12301000132103", "wider"),  # source is a kind of the target
+            (LOCAL_DX, "LEUK", SCT, "277575008", "narrower"),  # proves nothing
+            (LOCAL_DX, "MAYBE", SCT, "67406007", "inexact"),  # proves nothing
+            (LOCAL_LAB, "CD7PCT", LOINC, "35641-0", "equal"),
+        ]
+    )
+    path.write_text(json.dumps(cm))
+    return path
+
+
+def screen_with(map_path: Path, *resources: dict, criterion: str) -> tuple[str, str]:
+    definition = load_criteria(CRITERIA_PATH).with_concept_maps(load_concept_maps([map_path]))
+    result = result_of(Screener(definition, AS_OF).screen(record_of(*resources)), criterion)
+    return result.result, result.reason
+
+
+def test_local_codes_translate_by_equivalence_and_say_through_which_map(site_map):
+    t_all, relapse = condition((LOCAL_DX, "TALL")), condition((LOCAL_DX, "ALLREL"))
+    result, reason = screen_with(site_map, t_all, relapse, criterion="inclusion-2")
+    assert result == "met"
+    assert "local code http://hospital.example/dx|TALL via ConceptMap/site-dx (equivalent)" in reason
+    # without the map the local codes are nothing
+    plain = result_of(Screener(load_criteria(CRITERIA_PATH), AS_OF).screen(record_of(t_all)), "inclusion-2")
+    assert plain.result == "not-met"
+
+
+def test_mappings_that_do_not_make_the_source_mean_the_target_prove_nothing(site_map):
+    assert screen_with(site_map, condition((LOCAL_DX, "LEUK")), criterion="inclusion-2")[0] == "not-met"
+    assert screen_with(site_map, condition((LOCAL_DX, "MAYBE")), criterion="exclusion-4")[0] == "not-met"
+
+
+def test_local_observation_codes_and_components_are_read(site_map):
+    local = obs((LOCAL_LAB, "CD7PCT"), 92, "%", ago=3)
+    assert screen_with(site_map, local, criterion="inclusion-5")[0] == "met"
+    panel = obs((LOINC, "0000-0"), ago=3, components=[component((LOCAL_LAB, "CD7PCT"), 80, "%")])
+    assert screen_with(site_map, panel, criterion="inclusion-5")[0] == "not-met"  # > 80 is strict
+    reads = ScreeningReads(load_criteria(CRITERIA_PATH).with_concept_maps(load_concept_maps([site_map])))
+    line = (json.dumps(local, separators=(",", ":")) + "\n").encode()
+    assert not reads.skippable_line(line)
+
+
+def test_a_flow_panel_component_carrying_cd7_is_read():
+    cd7 = (LOINC, "35641-0")
+    panel = obs((LOINC, "0000-0"), ago=3, components=[component(cd7, 85, "%")])
+    definition = load_criteria(CRITERIA_PATH)
+    result = result_of(Screener(definition, AS_OF).screen(record_of(patient(), panel)), "inclusion-5")
+    assert result.result == "met" and result.evidence == [f"Observation/{panel['id']}"]
+    reads = ScreeningReads(definition)
+    assert reads.reads(panel)
+    assert not reads.skippable_line((json.dumps(panel) + "\n").encode())
+    unrelated = obs((LOINC, "0000-0"), ago=3, components=[component((LOINC, "8480-6"), 120, "mm[Hg]")])
+    assert not reads.reads(unrelated)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("{", "cannot read ConceptMap"),
+        (json.dumps({"resourceType": "Patient"}), "not a FHIR ConceptMap"),
+        (
+            json.dumps(concept_map([(LOCAL_DX, "X", SCT, "1", "sameish")])),
+            "equivalence missing or not R4",
+        ),
+        (json.dumps({"resourceType": "ConceptMap", "group": [{"element": []}]}), "needs source and target"),
+    ],
+)
+def test_a_bad_concept_map_is_a_one_line_error(tmp_path, capsys, content, fragment):
+    path = tmp_path / "cm.json"
+    path.write_text(content)
+    with pytest.raises(TerminologyError, match=fragment):
+        load_concept_maps([path])
+    with pytest.raises(SystemExit) as exit_:
+        main(["screen", "--sample", "--concept-map", str(path), "--quiet"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("trial-adapter: error:") and fragment in err and "\n" not in err
+
+
+def test_screen_accepts_concept_maps(site_map, tmp_path, capsys):
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": r}
+            for r in (patient(), condition((LOCAL_DX, "TALL")), condition((LOCAL_DX, "ALLREL")))
+        ],
+    }
+    source = tmp_path / "bundle.json"
+    source.write_text(json.dumps(bundle))
+    out = tmp_path / "out.json"
+    code = main(["screen", "--source", str(source), "--concept-map", str(site_map), "--output", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    inclusion = next(c for c in report["patients"][0]["criteria"] if c["id"] == "inclusion-2")
+    assert inclusion["result"] == "met" and "ConceptMap/site-dx" in inclusion["reason"]
+
+
+def test_population_uses_the_expansion_and_local_codes_in_short_chunks(site_map):
+    definition = load_criteria(CRITERIA_PATH).with_concept_maps(load_concept_maps([site_map]))
+    tokens = population_tokens(definition)
+    assert "http://hl7.org/fhir/sid/icd-10-cm|C91.0" in tokens  # the header itself
+    assert "http://hl7.org/fhir/sid/icd-10-cm|C91.01" in tokens
+    assert "http://hospital.example/dx|TALL" in tokens and "http://hospital.example/dx|ALLREL" in tokens
+    assert "http://hospital.example/dx|LEUK" not in tokens  # narrower proves nothing
+    parts = chunks([f"http://example.org/cs|{n:05d}" for n in range(400)], budget=1500)
+    assert len(parts) > 1 and all(len(p) <= 1500 for p in parts)
+    assert sum(len(p.split(",")) for p in parts) == 400
