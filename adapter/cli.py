@@ -260,6 +260,13 @@ def cmd_screen(args: argparse.Namespace) -> int:
             f"{summary.candidates} candidates, {summary.not_eligible} not eligible",
             file=sys.stderr,
         )
+        if summary.population:
+            print(f"population: {summary.population}", file=sys.stderr)
+        if summary.unmapped:
+            print(
+                f"{len(summary.unmapped)} codes or texts no criterion recognises (summary.unmapped)",
+                file=sys.stderr,
+            )
     return 0
 
 

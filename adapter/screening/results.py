@@ -45,10 +45,25 @@ class PatientResult(_Model):
         ]
 
 
+class UnmappedItem(_Model):
+    """A code or text on screened patients' records that no concept set recognises."""
+
+    kind: Literal["code", "text"]
+    system: str | None = None
+    code: str | None = None
+    text: str | None = None
+    resource_type: str = Field(alias="resourceType")
+    count: int
+    examples: list[str] = Field(default_factory=list)
+
+
 class Summary(_Model):
     screened: int
     candidates: int
     not_eligible: int = Field(alias="notEligible")
+    # How the population was found (server screening), and the terminology gaps seen while screening.
+    population: str | None = None
+    unmapped: list[UnmappedItem] | None = None
 
 
 class ScreeningReport(_Model):
@@ -70,4 +85,4 @@ class ScreeningReport(_Model):
         )
 
     def to_json_dict(self) -> dict:
-        return self.model_dump(mode="json", by_alias=True)
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)

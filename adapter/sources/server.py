@@ -17,14 +17,19 @@ from collections.abc import AsyncIterator, Iterable
 from adapter.fhir.client import FhirClient, FhirError
 from adapter.fhir.search import any_of, escape, query, token
 from adapter.screening.record import PatientRecord, RecordBuilder, patients_in
+from adapter.screening.signs import DiagnosisSigns
 from mappings.criteria import CriteriaDefinition
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
 URL_BUDGET = 1500  # characters of search values per request: long code lists are split into chunks
-# Words for the server-side text search (token ``:text``) of Conditions without a recognised code.
-TEXT_TERMS = ("lymphoblastic", "acute lymphocytic", "acute lymphoid", "T-ALL")
+# How ALL wording begins, for token ``:text`` searches (starts-with, case-insensitive). What they find
+# is read against the criteria's wording (diagnosis.text_signals) before it counts.
+TEXT_PREFIXES = (
+    "acute lympho", "ALL", "T-ALL", "T ALL", "T-cell", "T cell", "T-lympho", "T lympho", "lympho",
+    "precursor", "relapse", "refractory", "recurrent", "leuk", "leuc", "history of acute",
+)  # fmt: skip
 
 
 def observation_tokens(definition: CriteriaDefinition) -> list[str]:
@@ -77,12 +82,18 @@ class ServerSource:
         self.concurrency = concurrency
         self._observation_codes = any_of(observation_tokens(definition))
         self._text_probe: bool | None = None
+        self._signs = DiagnosisSigns(definition)
         self.population_method = "not searched yet"
 
     async def population(self, since: str | None = None) -> list[str]:
-        """Patient ids with any ALL Condition on the server (changed since ``since`` when given): by
-        the full expansion of the diagnosis codes, in chunks, and by ALL wording where the server's
-        token ``:text`` search is proven to work. ``population_method`` says how they were found."""
+        """Patient ids with any ALL Condition on the server (changed since ``since`` when given).
+
+        1. By code: the full expansion of the diagnosis sets and the site's mapped local codes, chunked.
+        2. By words, where the server proves it can: token ``:text`` searches (FHIR: the text or a
+           display starts with the value) for the ways ALL wording begins, and ``:missing`` for
+           Conditions with no coding at all. Their text is read here against the criteria's wording,
+           so a loose server answer never adds a patient without ALL wording.
+        ``population_method`` says how the patients were found."""
         tokens = population_tokens(self.definition)
         extra = [("_lastUpdated", f"ge{since}")] if since else []
         ids: set[str] = set()
@@ -90,37 +101,55 @@ class ServerSource:
             params = [("code", chunk), *extra, ("_elements", "subject"), ("_count", str(PAGE_SIZE))]
             ids |= patients_in(await self.client.search_resources("Condition", params))
         by_code = len(ids)
-        method = f"Condition search on {len(tokens)} ALL codes (expansion and local codes)"
+        notes = [f"Condition search on {len(tokens)} ALL codes (expansion and mapped local codes)"]
         if await self._text_search_works():
-            for term in TEXT_TERMS:
-                params = [("code:text", term), *extra, ("_elements", "subject"), ("_count", str(PAGE_SIZE))]
-                ids |= patients_in(await self.client.search_resources("Condition", params))
-            method += f"; text search for ALL wording ({len(ids) - by_code} more patients)"
+            for term in TEXT_PREFIXES:
+                ids |= await self._worded(("code:text", term), extra) or set()
+            notes.append("text search for ALL wording")
         else:
-            method += (
-                "; the server has no working text search: Conditions with ALL only in words are not found"
+            notes.append(
+                "no text search on this server: local codes with ALL only in a display are not found"
             )
-        self.population_method = method
+        uncoded = await self._worded(("code:missing", "true"), extra, optional=True)
+        if uncoded is None:
+            notes.append("no missing-code search: Conditions with only text are not found")
+        else:
+            ids |= uncoded
+            notes.append("Conditions with only text read for ALL wording")
+        notes.append(f"{len(ids) - by_code} patients found by wording only")
+        self.population_method = "; ".join(notes)
         log.info("screening population found", extra={"patients": len(ids), "by_code": by_code})
         return sorted(ids)
 
-    async def _text_search_works(self) -> bool:
-        """Probe once: the server must accept ``code:text`` and must not ignore it (a server that drops
-        the modifier answers every Condition: safe, but the whole hospital)."""
-        if self._text_probe is not None:
-            return self._text_probe
-        works = False
+    async def _worded(
+        self, search: tuple[str, str], extra: list[tuple[str, str]], optional: bool = False
+    ) -> set[str] | None:
+        """Patients of the Conditions a search finds whose text or display names ALL."""
+        params = [search, *extra, ("_elements", "code,subject"), ("_count", str(PAGE_SIZE))]
         try:
-            everything = await self.client.get_json("Condition", [("_summary", "count")])
-            probe = await self.client.get_json(
-                "Condition", [("code:text", "leukemia"), ("_summary", "count")]
-            )
-            total, found = everything.get("total"), probe.get("total")
-            works = isinstance(found, int) and isinstance(total, int) and (found < total or total == 0)
+            found = await self.client.search_resources("Condition", params)
         except FhirError as exc:
-            log.info("text search not supported", extra={"status": getattr(exc, "status", None)})
-        self._text_probe = works
-        return works
+            if not optional:
+                raise
+            log.info("search not supported", extra={"status": getattr(exc, "status", None)})
+            return None
+        return patients_in(
+            c for c in found if c.get("resourceType") == "Condition" and self._signs.wording(c.get("code"))
+        )
+
+    async def _text_search_works(self) -> bool:
+        """Probe once: the server accepts token ``:text`` and does not ignore it (a nonsense word must
+        find nothing; a server that drops the modifier would answer every Condition)."""
+        if self._text_probe is None:
+            try:
+                probe = await self.client.get_json(
+                    "Condition", [("code:text", "zq-no-such-words-xq"), ("_summary", "count")]
+                )
+                self._text_probe = isinstance(probe, dict) and probe.get("total") == 0
+            except FhirError as exc:
+                log.info("text search not supported", extra={"status": getattr(exc, "status", None)})
+                self._text_probe = False
+        return self._text_probe
 
     def _batch_requests(self, patient_ids: list[str]) -> list[str]:
         subjects = any_of(escape(f"Patient/{pid}") for pid in patient_ids)

@@ -22,7 +22,8 @@ def test_json_follows_the_contract():
     data = json.loads(render(REPORT, "json"))
     assert set(data) == {"study", "asOf", "summary", "patients"}
     assert data["study"] == "NCT06849401" and data["asOf"] == "2026-11-23"
-    assert set(data["summary"]) == {"screened", "candidates", "notEligible"}
+    # issue 12 added `unmapped` (terminology gaps; `population` too on server screening)
+    assert set(data["summary"]) == {"screened", "candidates", "notEligible", "unmapped"}
     first = data["patients"][0]
     assert set(first) == {"patient", "status", "criteria"} and len(first["criteria"]) == 33
     assert set(first["criteria"][0]) == {"id", "type", "result", "reason", "evidence"}

@@ -161,3 +161,39 @@ def test_population_uses_the_expansion_and_local_codes_in_short_chunks(site_map)
     parts = chunks([f"http://example.org/cs|{n:05d}" for n in range(400)], budget=1500)
     assert len(parts) > 1 and all(len(p) <= 1500 for p in parts)
     assert sum(len(p.split(",")) for p in parts) == 400
+
+
+# --- summary.unmapped -----------------------------------------------------------------------------
+
+
+def test_unmapped_lists_unrecognised_condition_codes_texts_and_measurement_observations(tmp_path):
+    from adapter.screening.run import screen_files
+
+    plt_local = obs((LOCAL_LAB, "PLT"), 50, "10*9/L", ago=1)
+    plt_local["code"]["coding"][0]["display"] = "Platelet count"
+    pulse = obs((LOCAL_LAB, "HR"), 80, "/min", ago=1)
+    pulse["code"]["coding"][0]["display"] = "Heart rate"
+    asthma_a = condition((SCT, "195967001"), id="c-asthma-a")
+    asthma_b = condition((SCT, "195967001"), id="c-asthma-b")
+    words = condition((LOCAL_DX, "x"), id="c-words")
+    words["code"] = {"text": "Chronic cough"}
+    t_all = condition((SCT, "277575008"), id="c-tall")
+    resources = [patient(), asthma_a, asthma_b, words, t_all, plt_local, pulse]
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    source = tmp_path / "b.json"
+    source.write_text(json.dumps(bundle))
+    report = screen_files(source, load_criteria(CRITERIA_PATH), AS_OF).to_json_dict()
+    unmapped = report["summary"]["unmapped"]
+    assert unmapped[0] == {
+        "kind": "code",
+        "system": SCT,
+        "code": "195967001",
+        "resourceType": "Condition",
+        "count": 2,
+        "examples": ["Condition/c-asthma-a", "Condition/c-asthma-b"],
+    }
+    assert {"kind": "text", "text": "Chronic cough", "resourceType": "Condition", "count": 1,
+            "examples": ["Condition/c-words"]} in unmapped  # fmt: skip
+    observations = [u for u in unmapped if u["resourceType"] == "Observation"]
+    assert [(u["code"], u["text"]) for u in observations] == [("PLT", "Platelet count")]
+    assert not any(u.get("code") == "277575008" for u in unmapped)
