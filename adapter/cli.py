@@ -133,9 +133,11 @@ def _progress(enabled: bool) -> Callable[[int, int], None] | None:
 def cmd_map(args: argparse.Namespace) -> int:
     from mappings.resources import build_study_resources, transaction_bundle
     from mappings.study import load_study
+    from mappings.valuesets import concept_valuesets
 
     folder = study_dir(args.study)
-    built = build_study_resources(load_study(folder / "study.json"), load_criteria(folder / "criteria.yaml"))
+    criteria = load_criteria(folder / "criteria.yaml")
+    built = build_study_resources(load_study(folder / "study.json"), criteria)
     out: Path = args.out
     for resource in built.all():
         name = f"{resource['resourceType']}-{resource['id']}.json"
@@ -143,7 +145,17 @@ def cmd_map(args: argparse.Namespace) -> int:
     write_output(
         json.dumps(transaction_bundle(built), indent=2, ensure_ascii=False) + "\n", out / "transaction.json"
     )
-    print(f"wrote {len(built.all())} resources and transaction.json to {out}", file=sys.stderr)
+    # The concept sets as ValueSets (is-a filters for roots): the same definition screening evaluates.
+    valuesets = concept_valuesets(criteria)
+    for valueset in valuesets:
+        write_output(
+            json.dumps(valueset, indent=2, ensure_ascii=False) + "\n",
+            out / "valuesets" / f"ValueSet-{valueset['id']}.json",
+        )
+    print(
+        f"wrote {len(built.all())} resources, transaction.json and {len(valuesets)} ValueSets to {out}",
+        file=sys.stderr,
+    )
     return 0
 
 
