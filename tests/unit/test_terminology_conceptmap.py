@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
+import respx
 
 from adapter.cli import main
 from adapter.screening.engine import Screener
@@ -197,3 +199,63 @@ def test_unmapped_lists_unrecognised_condition_codes_texts_and_measurement_obser
     observations = [u for u in unmapped if u["resourceType"] == "Observation"]
     assert [(u["code"], u["text"]) for u in observations] == [("PLT", "Platelet count")]
     assert not any(u.get("code") == "277575008" for u in unmapped)
+
+
+# --- the population search on servers that cannot search by words ---------------------------------
+
+
+def _bundle(*resources: dict, total: int | None = None) -> dict:
+    out: dict = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+    if total is not None:
+        out["total"] = total
+    return out
+
+
+@respx.mock
+async def test_a_server_that_ignores_text_search_is_not_asked_by_words_and_the_output_says_so():
+    from adapter.fhir.client import FhirClient
+    from adapter.sources.server import ServerSource
+
+    base = "https://fhir.example.test/fhir"
+    coded = condition((SCT, "277575008"), subject="p-coded")
+    worded = condition((LOCAL_DX, "x"), subject="p-words")
+    worded["code"] = {"text": "Relapsed T-cell acute lymphoblastic leukaemia"}
+    asthma = condition((LOCAL_DX, "y"), subject="p-asthma")
+    asthma["code"] = {"text": "Asthma"}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        params = dict(request.url.params)
+        if "code:text" in params:  # a server that drops the modifier: everything matches
+            return httpx.Response(200, json=_bundle(total=3))
+        if params.get("code:missing") == "true":
+            return httpx.Response(200, json=_bundle(worded, asthma))
+        return httpx.Response(200, json=_bundle(coded))
+
+    route = respx.get(f"{base}/Condition").mock(side_effect=answer)
+    async with FhirClient(base) as client:
+        source = ServerSource(client, load_criteria(CRITERIA_PATH))
+        assert await source.population() == ["p-coded", "p-words"]
+    text_searches = [c for c in route.calls if "code:text" in dict(c.request.url.params)]
+    assert len(text_searches) == 1  # the probe only
+    assert "no text search on this server" in source.population_method
+    assert "Conditions with only text read for ALL wording" in source.population_method
+
+
+@respx.mock
+async def test_a_server_without_missing_search_says_text_only_conditions_are_not_found():
+    from adapter.fhir.client import FhirClient
+    from adapter.sources.server import ServerSource
+
+    base = "https://fhir.example.test/fhir"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        params = dict(request.url.params)
+        if "code:text" in params or "code:missing" in params:
+            return httpx.Response(400, json={"resourceType": "OperationOutcome", "issue": []})
+        return httpx.Response(200, json=_bundle())
+
+    respx.get(f"{base}/Condition").mock(side_effect=answer)
+    async with FhirClient(base) as client:
+        source = ServerSource(client, load_criteria(CRITERIA_PATH))
+        assert await source.population() == []
+    assert "Conditions with only text are not found" in source.population_method

@@ -313,3 +313,14 @@ def test_platelets_just_below_and_at_the_threshold_in_everyday_units():
     assert evaluate("exclusion-13", obs(PLATELETS, 10, "10^9/L")).result == "not-met"
     assert evaluate("exclusion-13", obs(PLATELETS, 9999, "/uL")).result == "met"
     assert evaluate("exclusion-13", obs(PLATELETS, 10000, "cells/µL")).result == "not-met"
+
+
+def test_the_shipped_tables_load_and_every_row_names_its_source():
+    """Whatever mappings/terminology/data holds (curated separately) must load and say where each row
+    was verified: a broken table would otherwise fail in the middle of a screening."""
+    loaded = load_terminology()
+    for name in loaded.sources:
+        columns = ("drug", "ingredient", "drug_name", "source") if "rxnorm" in name else (
+            "ancestor", "code", "display", "source")  # fmt: skip
+        for row in terminology.read_tsv(terminology.DATA_DIR / name, columns):
+            assert row["source"], f"{name}: {row}"
