@@ -340,7 +340,7 @@ class Screener:
             {"present": present, "uncertain": uncertain, "past": past}[state].append(condition)
         what = clause.label or "matching condition"
         if present:
-            reason = f"{what} on record"
+            reason = f"{what} on record" + _via(present, *sets)
             if clause.when_present == UNKNOWN:
                 reason += "; needs review"
             return Outcome(clause.when_present, reason, tuple(map(_ref, present)))
@@ -443,7 +443,8 @@ class Screener:
             result = NOT_MET
         else:
             result = UNKNOWN
-        return Outcome(result, f"{what} {shown}{when} ({clause.comparator} {threshold_text})", evidence)
+        via = _via([obs], *(self.definition.concepts[n] for n in clause.concepts))
+        return Outcome(result, f"{what} {shown}{when} ({clause.comparator} {threshold_text}){via}", evidence)
 
     def _measured(
         self, obs: dict[str, Any], clause: ObservationClause, record: PatientRecord
@@ -545,7 +546,8 @@ class Screener:
             {"present": present, "uncertain": uncertain, "past": past}[state].append(resource)
         what = clause.label or "matching medication"
         if present:
-            return Outcome(MET, f"{what} on record", tuple(map(_ref, present)))
+            via = _via(present, *sets, element="medicationCodeableConcept")
+            return Outcome(MET, f"{what} on record{via}", tuple(map(_ref, present)))
         if uncertain:
             return Outcome(
                 UNKNOWN, f"{what} on record, status, dates or route unclear", tuple(map(_ref, uncertain))
@@ -671,10 +673,10 @@ def _verification(condition: dict[str, Any]) -> str:
     return _status_code(condition.get("verificationStatus")) or "unconfirmed"
 
 
-def _via(found: list[dict[str, Any]], *sets: ConceptSet) -> str:
+def _via(found: list[dict[str, Any]], *sets: ConceptSet, element: str = "code") -> str:
     """Where a match came through a site's ConceptMap: which local code, which map."""
     for resource in found:
-        for coding in _code_of(resource).get("coding") or ():
+        for coding in _code_of(resource, element).get("coding") or ():
             via = translated_from(coding)
             if via and any(s.matches_coding(coding) for s in sets):
                 return f" (local code {via})"

@@ -89,7 +89,10 @@ def test_mappings_that_do_not_make_the_source_mean_the_target_prove_nothing(site
 
 def test_local_observation_codes_and_components_are_read(site_map):
     local = obs((LOCAL_LAB, "CD7PCT"), 92, "%", ago=3)
-    assert screen_with(site_map, local, criterion="inclusion-5")[0] == "met"
+    result, reason = screen_with(site_map, local, criterion="inclusion-5")
+    assert (
+        result == "met" and "local code http://hospital.example/lab|CD7PCT via ConceptMap/site-dx" in reason
+    )
     panel = obs((LOINC, "0000-0"), ago=3, components=[component((LOCAL_LAB, "CD7PCT"), 80, "%")])
     assert screen_with(site_map, panel, criterion="inclusion-5")[0] == "not-met"  # > 80 is strict
     reads = ScreeningReads(load_criteria(CRITERIA_PATH).with_concept_maps(load_concept_maps([site_map])))
