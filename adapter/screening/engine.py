@@ -270,7 +270,9 @@ class Screener:
                 ext.get("valueCodeableConcept") or {} for ext in condition.get("extension") or ()
             ]
             if _suspected(condition):
-                if any(s.matching_coding(c) for s in (lineage, unknown, *statuses) for c in codes):
+                if any(s.matching_coding(c) for s in (lineage, unknown, *statuses) for c in codes) or (
+                    self._signs.any_sign(codes[0])
+                ):
                     suspected.append(condition)
                 continue
             if any(lineage.matching_coding(c) for c in codes):

@@ -129,6 +129,11 @@ def test_a_suspected_exclusion_is_unknown_not_met(status):
     assert evaluate("exclusion-4", condition(dic, verification="refuted")).result == "not-met"
 
 
+def test_a_suspected_all_in_words_only_is_unknown():
+    result = evaluate("inclusion-2", text_condition("T-ALL relapse?", verification="differential"))
+    assert result.result == "unknown" and "suspected" in result.reason
+
+
 def test_a_suspected_t_all_is_unknown():
     result = evaluate(
         "inclusion-2",
