@@ -131,6 +131,39 @@ class ConceptSet(_Model):
             p.system == system and p.contains(code) for p in self.prefixes
         )
 
+    @cached_property
+    def _named(self) -> tuple[tuple[str, str], ...]:
+        return tuple({(c.system, c.code) for c in (*self.codes, *self.roots)})
+
+    @cached_property
+    def _broader_memo(self) -> dict[tuple[str, str], bool]:
+        return {}
+
+    def broader_than_member(self, system: str, code: str) -> bool:
+        """Whether a code is strictly broader than a code this set names (ICD-10-CM ``B18`` above a
+        listed ``B18.1``): it may mean a member but does not say so, so it is never a match."""
+        key = (system, code)
+        found = self._broader_memo.get(key)
+        if found is None:
+            term = terminology.default_terminology()
+            found = not self.matches(system, code) and any(
+                s == system and term.is_ancestor_of(system, code, named)
+                for s, named in self._named
+                if len(code.strip()) >= 3
+            )
+            if len(self._broader_memo) < 50_000:
+                self._broader_memo[key] = found
+        return found
+
+    def broader_coding(self, concept: dict[str, Any] | None) -> dict[str, Any] | None:
+        for coding in (concept or {}).get("coding") or ():
+            if not isinstance(coding, dict):
+                continue
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(code, str) and self.broader_than_member(system, code):
+                return coding
+        return None
+
     def matches_coding(self, coding: dict[str, Any]) -> bool:
         """A Coding in this set: by its code, or (RxNorm) by one of the drug's ingredients."""
         system, code = coding.get("system"), coding.get("code")

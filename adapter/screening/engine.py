@@ -330,8 +330,11 @@ class Screener:
         uncertain: list[dict[str, Any]] = []
         past: list[dict[str, Any]] = []
         suspected: list[dict[str, Any]] = []
+        broader: list[dict[str, Any]] = []
         for condition in self._conditions(record):
             if not any(s.matching_coding(_code_of(condition)) for s in sets):
+                if any(s.broader_coding(_code_of(condition)) for s in sets):
+                    broader.append(condition)
                 continue
             if site is not None and not any(site.matching_coding(b) for b in condition.get("bodySite") or ()):
                 continue
@@ -354,6 +357,13 @@ class Screener:
             )
         if uncertain:
             return Outcome(UNKNOWN, f"{what} on record, status or dates unclear", tuple(map(_ref, uncertain)))
+        if broader and site is None:
+            coding = next(filter(None, (s.broader_coding(_code_of(broader[0])) for s in sets)))
+            return Outcome(
+                UNKNOWN,
+                f"a broader code ({coding.get('code')}) that may be {what}: needs review",
+                tuple(map(_ref, broader)),
+            )
         if past:
             return Outcome(
                 clause.when_absent,

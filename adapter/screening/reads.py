@@ -159,7 +159,11 @@ class ScreeningReads:
         key = (system, code, display if isinstance(display, str) else None)
         found = self._matched.get(key)
         if found is None:
-            found = any(concept.matches_coding(coding) for concept in self._concepts)
+            # A broader code than a listed one (ICD-10-CM header) makes a condition unknown: read it.
+            found = any(
+                concept.matches_coding(coding) or concept.broader_than_member(system, code)
+                for concept in self._concepts
+            )
             if len(self._matched) < 100_000:  # a hospital's code vocabulary; bounded all the same
                 self._matched[key] = found
         return found

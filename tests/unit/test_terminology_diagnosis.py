@@ -329,3 +329,18 @@ def test_the_shipped_tables_load_and_every_row_names_its_source():
             "ancestor", "code", "display", "source")  # fmt: skip
         for row in terminology.read_tsv(terminology.DATA_DIR / name, columns):
             assert row["source"], f"{name}: {row}"
+
+
+def test_a_broader_code_than_a_listed_one_is_unknown_not_a_match_nor_absent():
+    assert evaluate("exclusion-19", condition((ICD10CM, "Z39.1"))).result == "met"
+    header = evaluate("exclusion-19", condition((ICD10CM, "Z39")))
+    assert header.result == "unknown" and "broader code (Z39)" in header.reason
+    assert evaluate("exclusion-19", condition((ICD10CM, "Z39.2"))).result == "not-met"  # a sibling
+    reads = ScreeningReads(load_criteria(CRITERIA_PATH))
+    assert reads.reads(condition((ICD10CM, "Z39")))
+    assert not reads.reads(condition((ICD10CM, "Z39.2")))
+
+
+def test_gvhd_header_counts_as_gvhd():
+    prednisone = medication((RXNORM, "8640"))
+    assert evaluate("exclusion-6", condition((ICD10CM, "D89.81")), prednisone).result == "met"
