@@ -85,4 +85,8 @@ class ScreeningReport(_Model):
         )
 
     def to_json_dict(self) -> dict:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        data = self.model_dump(mode="json", by_alias=True)
+        for key in ("population", "unmapped"):  # present only where a run found them
+            if data["summary"].get(key) is None:
+                data["summary"].pop(key, None)
+        return data

@@ -32,7 +32,9 @@ from adapter.fault_points import crash_point
 from adapter.fhir.client import Auth, FhirClient
 from adapter.screening.engine import Screener
 from adapter.screening.record import RecordBuilder
-from adapter.screening.results import PatientResult, ScreeningReport
+from adapter.screening.results import PatientResult
+from adapter.screening.run import report_for
+from adapter.screening.unmapped import UnmappedCollector
 from adapter.sources.files import bundle_entries
 from mappings.criteria import CriteriaDefinition
 
@@ -280,8 +282,9 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
         result = Screener(definition, as_of).screen(records[0])
         accept = request.headers.get("accept") or ""
         if "application/json" in accept and FHIR_JSON not in accept:
-            report = ScreeningReport.build(definition.study, as_of, [result])
-            return JSONResponse(report.to_json_dict())
+            unmapped = UnmappedCollector(definition)  # the same report as the CLI's, gaps included
+            unmapped.add(records[0])
+            return JSONResponse(report_for(definition, as_of, [result], unmapped).to_json_dict())
         return JSONResponse(screening_parameters(result, as_of), media_type=FHIR_JSON)
 
     @app.post("/fhir/{resource_type}", status_code=202, summary="Push one resource")

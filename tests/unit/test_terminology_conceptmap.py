@@ -193,11 +193,12 @@ def test_unmapped_lists_unrecognised_condition_codes_texts_and_measurement_obser
         "kind": "code",
         "system": SCT,
         "code": "195967001",
+        "text": None,
         "resourceType": "Condition",
         "count": 2,
         "examples": ["Condition/c-asthma-a", "Condition/c-asthma-b"],
     }
-    assert {"kind": "text", "text": "Chronic cough", "resourceType": "Condition", "count": 1,
+    assert {"kind": "text", "system": None, "code": None, "text": "Chronic cough", "resourceType": "Condition", "count": 1,
             "examples": ["Condition/c-words"]} in unmapped  # fmt: skip
     observations = [u for u in unmapped if u["resourceType"] == "Observation"]
     assert [(u["code"], u["text"]) for u in observations] == [("PLT", "Platelet count")]
