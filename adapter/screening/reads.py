@@ -5,9 +5,13 @@ Sources use this to decide what to check up front and what to skip:
 
 - Observations are read only through the criteria's exact codes (``PatientRecord.observations_coded``),
   so an Observation carrying none of them is never read; in NDJSON its line need not even be parsed.
+- Observations are also read when a component carries a criteria code, and local codes that the site's
+  ConceptMaps translate to a criteria code count as criteria codes (in raw lines too).
 - Conditions, Procedures and medications are read only when a coding matches one of the criteria's
-  concept sets (or a Procedure's category does). Others are skipped by the engine, which reads
-  defensively; if one is malformed enough to trip it, the whole record is validated then
+  concept sets (descendants, RxNorm ingredients and ConceptMap translations included), is broader than
+  a code a set names (an ICD-10-CM header), or (Conditions) names ALL in words (``signs``). Others
+  are skipped by the engine, which reads defensively; if one is malformed enough to trip it, the
+  whole record is validated then
   (``screen_checked``), so a broken resource is still named.
 - Patients, Immunizations (any vaccination counts) and Medications are always read.
 """

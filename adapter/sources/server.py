@@ -118,7 +118,10 @@ class ServerSource:
             notes.append("Conditions with only text read for ALL wording")
         notes.append(f"{len(ids) - by_code} patients found by wording only")
         self.population_method = "; ".join(notes)
-        log.info("screening population found", extra={"patients": len(ids), "by_code": by_code})
+        log.info(
+            "screening population found",
+            extra={"patients": len(ids), "by_code": by_code, "method": self.population_method},
+        )
         return sorted(ids)
 
     async def _worded(
