@@ -117,11 +117,15 @@ _UNIT_ALIASES = {
     **dict.fromkeys(("u/l", "iu/l", "units/l", "[iu]/l"), "U/L"),
     **dict.fromkeys(("l/min", "lpm", "liters/min", "litres/min"), "L/min"),
 }
+# "G/L" is giga per litre on a European blood count but grams per litre elsewhere: never guessed.
+_AMBIGUOUS = frozenset({"G/L", "G/l"})
 _MICRO = str.maketrans({"µ": "u", "μ": "u"})
 
 
 def normalise_unit(text: str) -> str | None:
     """The UCUM code an everyday unit string means, or None when it is not in the alias table."""
+    if text.strip() in _AMBIGUOUS:
+        return None
     key = text.strip().translate(_MICRO).lower().replace(" ", "")
     return _UNIT_ALIASES.get(key) or _UNIT_ALIASES.get(text.strip().translate(_MICRO).lower())
 

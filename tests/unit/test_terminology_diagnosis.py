@@ -344,3 +344,49 @@ def test_a_broader_code_than_a_listed_one_is_unknown_not_a_match_nor_absent():
 def test_gvhd_header_counts_as_gvhd():
     prednisone = medication((RXNORM, "8640"))
     assert evaluate("exclusion-6", condition((ICD10CM, "D89.81")), prednisone).result == "met"
+
+
+# --- everyday units at the inclusion-10 boundaries -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        # ULN 1.2 mg/dL = 20.5246 umol/L (584.66 g/mol), so 3 x ULN = 61.57 umol/L
+        ({"bilirubin": ("14631-6", 61.57, "µmol/L", 1.2, "mg/dl")}, "met"),
+        ({"bilirubin": ("14631-6", 61.60, "umol/L", 1.2, "mg/dl")}, "not-met"),
+        # 1.6 mg/dL creatinine = 141.44 umol/L (113.12 g/mol)
+        ({"creatinine": ("14682-9", 141.4, "µmol/L", None, None)}, "met"),
+        ({"creatinine": ("14682-9", 141.5, "umol/l", None, None)}, "not-met"),
+        ({"creatinine": ("2160-0", 1.6, "MG/DL", None, None)}, "met"),
+        # AST in IU/L against a ULN in U/L: the same enzyme unit
+        ({"ast": ("1920-8", 200, "IU/L", 40, "U/L")}, "met"),
+        ({"ast": ("1920-8", 201, "IU/L", 40, "U/L")}, "not-met"),
+    ],
+)
+def test_lab_units_from_feeds_convert_at_the_thresholds(override, expected):
+    labs = {
+        "bilirubin": obs(("http://loinc.org", "1975-2"), 0.5, "mg/dL", uln=1.2),
+        "ast": obs(("http://loinc.org", "1920-8"), 30, "U/L", uln=40),
+        "alt": obs(("http://loinc.org", "1742-6"), 30, "U/L", uln=40),
+        "creatinine": obs(("http://loinc.org", "2160-0"), 0.5, "mg/dL"),
+    }
+    for name, (code, value, unit, uln, uln_unit) in override.items():
+        labs[name] = obs(("http://loinc.org", code), value, unit, uln=uln, uln_unit=uln_unit)
+    result = evaluate("inclusion-10", *labs.values())
+    assert result.result == expected, result.reason
+
+
+def test_unit_alias_table_reads_feed_units_and_nothing_else():
+    from adapter.screening.units import convert, normalise_unit, ucum_code
+
+    assert normalise_unit("K/uL") == normalise_unit("x10E3/uL") == "10*3/uL"
+    assert normalise_unit("x10E9/L") == normalise_unit("10^9/L") == normalise_unit("10*9/L") == "10*9/L"
+    assert normalise_unit("µmol/L") == normalise_unit("μmol/L") == normalise_unit("umol/L") == "umol/L"
+    assert normalise_unit("mg/dl") == "mg/dL" and normalise_unit("cells/µL") == "/uL"
+    assert normalise_unit("bricks/uL") is None and normalise_unit("G/L") is None
+    assert convert(5, ucum_code({"value": 5, "unit": "K/uL"}), "10*9/L") == 5
+    # a code from another unit system is not trusted, whatever its display says
+    assert (
+        ucum_code({"value": 5, "unit": "K/uL", "system": "http://example.org/units", "code": "KUL"}) is None
+    )
