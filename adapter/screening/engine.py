@@ -275,15 +275,18 @@ class Screener:
                 ):
                     suspected.append(condition)
                 continue
+            coded = True
             if any(lineage.matching_coding(c) for c in codes):
                 t_cell.append(condition)
             elif other is not None and any(other.matching_coding(c) for c in codes):
                 b_cell.append(condition)
             elif unknown.matching_coding(codes[0]):
                 unspecified.append(condition)
+            else:
+                coded = False
             if any(s.matching_coding(codes[0]) for s in statuses):
                 rr.append(condition)
-            elif not self._signs.recognised(codes[0]):
+            elif not coded and not self._signs.recognised(codes[0]):
                 hint = self._signs.broader_code(codes[0])
                 if hint:
                     hints.append((f"a broader code ({hint})", condition))
@@ -293,6 +296,16 @@ class Screener:
                         hints.append((f'ALL named in text only ("{words}")', condition))
         if t_cell:
             line = Outcome(MET, "T-lineage ALL recorded" + _via(t_cell, lineage), tuple(map(_ref, t_cell)))
+        elif b_cell and (hints or suspected):
+            # B lineage coded, yet another record speaks of ALL in words or as a suspicion: a reviewer
+            # decides, the text is not ignored.
+            found = [c for _, c in hints] + suspected
+            return Outcome(
+                UNKNOWN,
+                "ALL recorded with B lineage, but another record names ALL without a recognised code: "
+                "needs review",
+                tuple(dict.fromkeys(map(_ref, [*b_cell, *found]))),
+            )
         elif b_cell:
             line = Outcome(
                 NOT_MET, "ALL recorded with B lineage, no T-lineage record", tuple(map(_ref, b_cell))

@@ -109,6 +109,13 @@ def test_a_text_only_all_patient_is_not_screened_as_bare():
     assert result.result == "unknown"
 
 
+def test_b_lineage_coded_with_t_all_in_words_elsewhere_goes_to_review():
+    b_all = condition((ICDO3, "9811/3"))
+    assert evaluate("inclusion-2", b_all).result == "not-met"
+    both = evaluate("inclusion-2", b_all, text_condition("Relapsed T-ALL"))
+    assert both.result == "unknown" and "B lineage" in both.reason and len(both.evidence) == 2
+
+
 def test_coded_t_all_still_met_and_text_does_not_weaken_it():
     result = evaluate(
         "inclusion-2", condition(T_ALL), condition(ALL_RELAPSE), text_condition("acute lymphoblastic")
