@@ -23,7 +23,7 @@ import re
 from typing import Any
 
 from mappings.criteria import CriteriaDefinition
-from mappings.terminology import RXNORM
+from mappings.terminology import RXNORM, default_terminology
 
 from .signs import DiagnosisSigns
 
@@ -70,6 +70,9 @@ class ScreeningReads:
     """The criteria's view of a source: what is read, what can be skipped unparsed."""
 
     def __init__(self, definition: CriteriaDefinition) -> None:
+        # Load the shipped hierarchies now: a broken table is a clear error before any record is read,
+        # not a failure in the middle of one patient's screening.
+        default_terminology()
         maps = definition.concept_maps
         standard = [(c.system, c.code) for c in definition.observation_codes()]
         # A site's local codes that its ConceptMaps translate to a criterion's code are read too.
