@@ -29,6 +29,8 @@ from adapter.screening.report import FORMATS, render
 from adapter.sources.files import SourceError
 from mappings.criteria import CriteriaDefinitionError, load_criteria
 from mappings.study import StudyDefinitionError, study_dir
+from mappings.terminology import TerminologyError
+from mappings.terminology.conceptmap import load_concept_maps
 
 PROG = "trial-adapter"
 EXIT_FAILED = 1
@@ -89,8 +91,11 @@ def write_output(text: str, output: Path | None) -> None:
         raise CliError(f"cannot write {output}: {exc.strerror}") from None
 
 
-def _criteria(study: str | None) -> Any:
-    return load_criteria(study_dir(study) / "criteria.yaml")
+def _criteria(study: str | None, concept_maps: list[Path] | None = None) -> Any:
+    definition = load_criteria(study_dir(study) / "criteria.yaml")
+    if concept_maps:
+        definition = definition.with_concept_maps(load_concept_maps(concept_maps))
+    return definition
 
 
 def _auth(args: argparse.Namespace) -> Any:
@@ -132,9 +137,11 @@ def _progress(enabled: bool) -> Callable[[int, int], None] | None:
 def cmd_map(args: argparse.Namespace) -> int:
     from mappings.resources import build_study_resources, transaction_bundle
     from mappings.study import load_study
+    from mappings.valuesets import concept_valuesets
 
     folder = study_dir(args.study)
-    built = build_study_resources(load_study(folder / "study.json"), load_criteria(folder / "criteria.yaml"))
+    criteria = load_criteria(folder / "criteria.yaml")
+    built = build_study_resources(load_study(folder / "study.json"), criteria)
     out: Path = args.out
     for resource in built.all():
         name = f"{resource['resourceType']}-{resource['id']}.json"
@@ -142,7 +149,17 @@ def cmd_map(args: argparse.Namespace) -> int:
     write_output(
         json.dumps(transaction_bundle(built), indent=2, ensure_ascii=False) + "\n", out / "transaction.json"
     )
-    print(f"wrote {len(built.all())} resources and transaction.json to {out}", file=sys.stderr)
+    # The concept sets as ValueSets (is-a filters for roots): the same definition screening evaluates.
+    valuesets = concept_valuesets(criteria)
+    for valueset in valuesets:
+        write_output(
+            json.dumps(valueset, indent=2, ensure_ascii=False) + "\n",
+            out / "valuesets" / f"ValueSet-{valueset['id']}.json",
+        )
+    print(
+        f"wrote {len(built.all())} resources, transaction.json and {len(valuesets)} ValueSets to {out}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -188,7 +205,7 @@ def cmd_load_sample(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from adapter.worker.run import run_worker
 
-    definition = _criteria(args.study)
+    definition = _criteria(args.study, args.concept_map)
 
     async def run() -> int:
         async with _client(args) as client:
@@ -279,7 +296,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_transaction_entries=args.max_transaction_entries,
     )
     sock = _bind(host, port)
-    app = create_app(settings, _criteria(args.study))
+    app = create_app(settings, _criteria(args.study, args.concept_map))
     config = uvicorn.Config(
         app,
         host=host,
@@ -309,7 +326,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_screen(args: argparse.Namespace) -> int:
     from adapter.screening.run import screen_files, screen_server
 
-    definition = _criteria(args.study)
+    definition = _criteria(args.study, args.concept_map)
     progress = _progress(sys.stderr.isatty() and not args.quiet)
     if args.fhir_url:
 
@@ -329,10 +346,27 @@ def cmd_screen(args: argparse.Namespace) -> int:
             f"{summary.candidates} candidates, {summary.not_eligible} not eligible",
             file=sys.stderr,
         )
+        if summary.population:
+            print(f"population: {summary.population}", file=sys.stderr)
+        if summary.unmapped:
+            print(
+                f"{len(summary.unmapped)} codes or texts no criterion recognises (summary.unmapped)",
+                file=sys.stderr,
+            )
     return 0
 
 
 # --- parser -------------------------------------------------------------------------------------
+
+
+def _concept_map_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concept-map",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="a FHIR R4 ConceptMap (JSON) translating the site's local codes to standard ones; repeatable",
+    )
 
 
 def _server_options(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -391,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="screen patients against every criterion",
         description="Screen every patient of a source against the study's criteria. Exactly one source.",
     )
+    _concept_map_option(p_screen)
     source = p_screen.add_mutually_exclusive_group(required=True)
     source.add_argument("--fhir-url", metavar="URL", help="a FHIR R4 server: screens its ALL patients")
     source.add_argument(
@@ -426,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A full screening at start and each new day, then incremental passes over what changed. "
         "Candidates get a ResearchSubject (status candidate) and a review Task; state lives in SQLite.",
     )
+    _concept_map_option(p_worker)
     _server_options(p_worker, required=True)
     p_worker.add_argument(
         "--state",
@@ -474,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(--sources FILE, JSON or YAML); SERVICE_API_KEYS ('key:role,...', role push or admin) or "
         "--api-keys-file define one source, 'default'. Keys never come from flags.",
     )
+    _concept_map_option(p_serve)
     _server_options(p_serve, required=True)
     p_serve.add_argument(
         "--listen", default="127.0.0.1:8090", metavar="HOST:PORT", help="default 127.0.0.1:8090"
@@ -575,7 +612,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CliError as exc:
         _fail(str(exc), exc.code)
-    except (SourceError, CriteriaDefinitionError, StudyDefinitionError, CredentialError, FhirError) as exc:
+    except (
+        SourceError,
+        CriteriaDefinitionError,
+        StudyDefinitionError,
+        CredentialError,
+        FhirError,
+        TerminologyError,
+    ) as exc:
         _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         _fail("interrupted", 130)

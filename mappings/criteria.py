@@ -7,6 +7,7 @@ both read this model, so the criteria cannot drift apart.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +15,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mappings import terminology
+from mappings.terminology.conceptmap import ConceptMaps
 
 Result = Literal["met", "not-met", "unknown"]
 Comparator = Literal["<", "<=", ">", ">="]
@@ -58,12 +62,26 @@ class CodePrefix(_Model):
         return code.upper().startswith(self.prefix.upper())
 
 
+class Behaviour(_Model):
+    """ICD-O-3 morphology codes (``NNNN/B``) whose behaviour digit is ``behaviour``: 3 = malignant."""
+
+    system: str
+    behaviour: str
+
+
 class ConceptSet(_Model):
+    """Codes by meaning: explicit ``codes``, ``roots`` (the code and all its descendants in its system,
+    from ``mappings.terminology``), ICD ``ranges``, ATC ``prefixes``, ICD-O-3 ``behaviours``; minus
+    ``exclude`` (each item excludes the code and its descendants). RxNorm drugs count for their
+    ingredients (``matches_coding``)."""
+
     name: str
     display: str
     codes: tuple[Code, ...] = ()
+    roots: tuple[Code, ...] = ()
     ranges: tuple[CodeRange, ...] = ()
     prefixes: tuple[CodePrefix, ...] = ()
+    behaviours: tuple[Behaviour, ...] = ()
     exclude: tuple[CodePrefix, ...] = ()
 
     @cached_property
@@ -74,12 +92,20 @@ class ConceptSet(_Model):
     def _memo(self) -> dict[tuple[str, str], bool]:
         return {}
 
+    @cached_property
+    def _ingredient_names(self) -> tuple[str, ...]:
+        return tuple(c.display for c in self.codes if c.system == terminology.RXNORM and c.display)
+
+    @cached_property
+    def _simple(self) -> bool:
+        return not (self.ranges or self.prefixes or self.exclude or self.roots or self.behaviours)
+
     def matches(self, system: str | None, code: str | None) -> bool:
         if not system or not code:
             return False
-        if not self.ranges and not self.prefixes and not self.exclude:
+        if self._simple:
             return (system, code) in self._exact
-        # Range and prefix tests are slow to repeat for every record; a hospital's codes repeat a lot.
+        # Hierarchy tests are slow to repeat for every record; a hospital's codes repeat a lot.
         memo = self._memo
         key = (system, code)
         found = memo.get(key)
@@ -90,24 +116,89 @@ class ConceptSet(_Model):
         return found
 
     def _matches(self, system: str, code: str) -> bool:
-        if any(x.system == system and x.contains(code) for x in self.exclude):
+        term = terminology.default_terminology()
+        if any(x.system == system and term.is_a(system, code, x.prefix) for x in self.exclude):
             return False
         if (system, code) in self._exact:
             return True
+        if any(r.system == system and term.is_a(system, code, r.code) for r in self.roots):
+            return True
+        if self.behaviours:
+            found = terminology.morphology(code)
+            if found and any(b.system == system and b.behaviour == found[1] for b in self.behaviours):
+                return True
         return any(r.system == system and r.contains(code) for r in self.ranges) or any(
             p.system == system and p.contains(code) for p in self.prefixes
+        )
+
+    @cached_property
+    def _named(self) -> tuple[tuple[str, str], ...]:
+        return tuple({(c.system, c.code) for c in (*self.codes, *self.roots)})
+
+    @cached_property
+    def _broader_memo(self) -> dict[tuple[str, str], bool]:
+        return {}
+
+    def broader_than_member(self, system: str, code: str) -> bool:
+        """Whether a code is strictly broader than a code this set names (ICD-10-CM ``B18`` above a
+        listed ``B18.1``): it may mean a member but does not say so, so it is never a match."""
+        key = (system, code)
+        found = self._broader_memo.get(key)
+        if found is None:
+            term = terminology.default_terminology()
+            found = not self.matches(system, code) and any(
+                s == system and term.is_ancestor_of(system, code, named)
+                for s, named in self._named
+                if len(code.strip()) >= 3
+            )
+            if len(self._broader_memo) < 50_000:
+                self._broader_memo[key] = found
+        return found
+
+    def broader_coding(self, concept: dict[str, Any] | None) -> dict[str, Any] | None:
+        for coding in (concept or {}).get("coding") or ():
+            if not isinstance(coding, dict):
+                continue
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(code, str) and self.broader_than_member(system, code):
+                return coding
+        return None
+
+    def matches_coding(self, coding: dict[str, Any]) -> bool:
+        """A Coding in this set: by its code, or (RxNorm) by one of the drug's ingredients."""
+        system, code = coding.get("system"), coding.get("code")
+        if not isinstance(system, str) or not isinstance(code, str):
+            return False
+        if self.matches(system, code):
+            return True
+        if system != terminology.RXNORM or not self._ingredient_names:
+            return False
+        term = terminology.default_terminology()
+        if any(self.matches(system, ingredient) for ingredient in term.ingredients_of(code)):
+            return True
+        display = coding.get("display")
+        return isinstance(display, str) and any(
+            terminology.names_ingredient(display, name) for name in self._ingredient_names
         )
 
     def matching_coding(self, concept: dict[str, Any] | None) -> dict[str, Any] | None:
         """The first Coding of a CodeableConcept that belongs to this set, if any."""
         for coding in (concept or {}).get("coding") or ():
-            if self.matches(coding.get("system"), coding.get("code")):
+            if isinstance(coding, dict) and self.matches_coding(coding):
                 return coding
         return None
 
+    def expansion(self) -> list[tuple[str, str]]:
+        """Every (system, code) this set names or knows to descend from its roots, for searches.
+        Ranges, prefixes and behaviours are patterns: only a terminology server could list them."""
+        term = terminology.default_terminology()
+        found = [(c.system, c.code) for c in self.codes]
+        found += [(r.system, code) for r in self.roots for code in term.expand(r.system, r.code)]
+        return [item for item in dict.fromkeys(found) if self.matches(*item)]
+
     def search_tokens(self) -> list[str]:
-        """``system|code`` tokens for a FHIR token search (exact codes only)."""
-        return [f"{c.system}|{c.code}" for c in self.codes]
+        """``system|code`` tokens for a FHIR token search (the expansion)."""
+        return [f"{system}|{code}" for system, code in self.expansion()]
 
 
 # --- clauses ------------------------------------------------------------------------------------
@@ -144,6 +235,19 @@ class DiagnosisClause(_Clause):
     unknown_lineage: str
     other_lineage: str | None = None
     status: tuple[str, ...]
+    # Regular expressions for wording that names the disease in a Condition's text or a display: such
+    # a Condition without a recognised code makes the diagnosis unknown, never not-met.
+    text_signals: tuple[str, ...] = ()
+
+    @field_validator("text_signals")
+    @classmethod
+    def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"text signal {pattern!r} is not a regular expression: {exc}") from None
+        return value
 
     def concept_names(self) -> Iterator[str]:
         yield from (self.lineage, self.unknown_lineage, *self.status)
@@ -350,6 +454,11 @@ class CriteriaDefinition(_Model):
     concepts: dict[str, ConceptSet]
     analytes: dict[str, Analyte] = {}
     criteria: tuple[Criterion, ...] = Field(min_length=1)
+    # A site's local codes (``--concept-map``): not part of the criteria file, attached at run time.
+    concept_maps: ConceptMaps = Field(default_factory=ConceptMaps, exclude=True)
+
+    def with_concept_maps(self, maps: ConceptMaps) -> CriteriaDefinition:
+        return self.model_copy(update={"concept_maps": maps})
 
     @model_validator(mode="after")
     def _consistent(self) -> CriteriaDefinition:
@@ -451,8 +560,9 @@ def _resolve_concepts(raw: Any, systems: dict[str, str]) -> dict[str, Any]:
         where = f"concepts.{name}"
         if not isinstance(spec, dict):
             raise CriteriaDefinitionError(f"{where}: expected a mapping (display, codes, ranges, ...)")
-        if spec.get("codes") is not None and not isinstance(spec["codes"], list):
-            raise CriteriaDefinitionError(f"{where}.codes: expected a list")
+        for key in ("codes", "roots"):
+            if spec.get(key) is not None and not isinstance(spec[key], list):
+                raise CriteriaDefinitionError(f"{where}.{key}: expected a list")
         concepts[name] = {
             "name": name,
             "display": spec.get("display", name),
@@ -468,6 +578,11 @@ def _resolve_concepts(raw: Any, systems: dict[str, str]) -> dict[str, Any]:
             "exclude": [
                 {"system": systems.get(s, s), "prefix": p}
                 for s, p in _pairs(spec.get("exclude"), 2, f"{where}.exclude")
+            ],
+            "roots": _code_entries(spec.get("roots") or (), systems, f"{where}.roots"),
+            "behaviours": [
+                {"system": systems.get(s, s), "behaviour": str(b)}
+                for s, b in _pairs(spec.get("behaviours"), 2, f"{where}.behaviours")
             ],
         }
     return concepts

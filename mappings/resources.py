@@ -507,18 +507,22 @@ def _codes_of(sets: Iterable[ConceptSet]) -> list[dict[str, Any]]:
 
 
 def _set_text(concept_set: ConceptSet, criteria: CriteriaDefinition) -> str:
-    """The set's display plus what a CodeableConcept cannot hold: code ranges, prefixes, exclusions."""
-    extra = [
+    """The set's display plus what a CodeableConcept cannot hold: roots with their descendants, code
+    ranges, prefixes, ICD-O-3 behaviours, exclusions (the ValueSet in ``mappings.valuesets`` says the
+    same as a compose)."""
+    extra = [f"{_system_name(r.system, criteria)} {r.code} and descendants" for r in concept_set.roots]
+    extra += [
         f"{_system_name(r.system, criteria)} {r.first}" + (f"-{r.last}" if r.last != r.first else "")
         for r in concept_set.ranges
     ]
     extra += [f"{_system_name(p.system, criteria)} {p.prefix}*" for p in concept_set.prefixes]
+    extra += [f"{_system_name(b.system, criteria)} */{b.behaviour}" for b in concept_set.behaviours]
     text = concept_set.display
     if extra:
         text += f" (also {', '.join(extra)}"
         if concept_set.exclude:
             text += "; except " + ", ".join(
-                f"{_system_name(x.system, criteria)} {x.prefix}*" for x in concept_set.exclude
+                f"{_system_name(x.system, criteria)} {x.prefix} and descendants" for x in concept_set.exclude
             )
         text += ")"
     return text

@@ -35,17 +35,21 @@ from mappings.criteria import (
     ProcedureClause,
     WithinYears,
 )
+from mappings.terminology.conceptmap import ConceptMaps, translated_from
 
 from .dates import add_years, day_of, effective_day, years_between
 from .reads import ScreeningReads
 from .record import PatientRecord, resource_key
 from .results import CriterionResult, PatientResult
+from .signs import DiagnosisSigns
 from .tri import MET, NOT_MET, UNKNOWN, Tri, all_of, any_of
 from .units import compare, convert, ucum_code
 
 _CURRENT_STATUSES = {"active", "recurrence", "relapse"}
 _NOT_CURRENT_STATUSES = {"inactive", "remission", "resolved"}
 _IGNORED_VERIFICATION = {"refuted", "entered-in-error"}
+# A suspected diagnosis is a reason to look, not a fact: it makes a criterion unknown, never met.
+_SUSPECTED_VERIFICATION = {"provisional", "differential", "unconfirmed"}
 _IGNORED_OBSERVATION = {"entered-in-error", "cancelled"}
 # "preparation" is a planned procedure: not yet received, so it cannot count as prior therapy or surgery.
 _IGNORED_PROCEDURE = {"not-done", "entered-in-error", "preparation"}
@@ -108,6 +112,8 @@ class Screener:
         }
         self._usable_conditions: tuple[PatientRecord, list[dict[str, Any]]] | None = None
         self._reads = ScreeningReads(definition)
+        self._signs = DiagnosisSigns(definition)
+        self._maps = definition.concept_maps
         self._reads_patient = {c.id for c in definition.criteria if _reads_patient(c.rule)}
         self._bare_results: dict[str, CriterionResult] = {}
         self._leaf: dict[str, Callable[[Any, PatientRecord], Outcome]] = {
@@ -126,6 +132,8 @@ class Screener:
 
     def screen(self, record: PatientRecord) -> PatientResult:
         self._usable_conditions = None
+        if self._maps:
+            record = _translated(record, self._maps)
         # Most of a hospital has nothing a criterion reads but the Patient. Such a record gets the same
         # answer as an empty one for every criterion that does not read the Patient: worked out once.
         bare = self._is_bare(record)
@@ -255,21 +263,49 @@ class Screener:
         lineage, unknown = concepts[clause.lineage], concepts[clause.unknown_lineage]
         other = concepts[clause.other_lineage] if clause.other_lineage else None
         statuses = [concepts[name] for name in clause.status]
-        t_cell, b_cell, unspecified, rr = [], [], [], []
+        t_cell, b_cell, unspecified, rr, suspected = [], [], [], [], []
+        hints: list[tuple[str, dict[str, Any]]] = []
         for condition in self._conditions(record):
             codes = [_code_of(condition)] + [
                 ext.get("valueCodeableConcept") or {} for ext in condition.get("extension") or ()
             ]
+            if _suspected(condition):
+                if any(s.matching_coding(c) for s in (lineage, unknown, *statuses) for c in codes) or (
+                    self._signs.any_sign(codes[0])
+                ):
+                    suspected.append(condition)
+                continue
+            coded = True
             if any(lineage.matching_coding(c) for c in codes):
                 t_cell.append(condition)
             elif other is not None and any(other.matching_coding(c) for c in codes):
                 b_cell.append(condition)
             elif unknown.matching_coding(codes[0]):
                 unspecified.append(condition)
+            else:
+                coded = False
             if any(s.matching_coding(codes[0]) for s in statuses):
                 rr.append(condition)
+            elif not coded and not self._signs.recognised(codes[0]):
+                hint = self._signs.broader_code(codes[0])
+                if hint:
+                    hints.append((f"a broader code ({hint})", condition))
+                else:
+                    words = self._signs.wording(codes[0])
+                    if words:
+                        hints.append((f'ALL named in text only ("{words}")', condition))
         if t_cell:
-            line = Outcome(MET, "T-lineage ALL recorded", tuple(_ref(c) for c in t_cell))
+            line = Outcome(MET, "T-lineage ALL recorded" + _via(t_cell, lineage), tuple(map(_ref, t_cell)))
+        elif b_cell and (hints or suspected):
+            # B lineage coded, yet another record speaks of ALL in words or as a suspicion: a reviewer
+            # decides, the text is not ignored.
+            found = [c for _, c in hints] + suspected
+            return Outcome(
+                UNKNOWN,
+                "ALL recorded with B lineage, but another record names ALL without a recognised code: "
+                "needs review",
+                tuple(dict.fromkeys(map(_ref, [*b_cell, *found]))),
+            )
         elif b_cell:
             line = Outcome(
                 NOT_MET, "ALL recorded with B lineage, no T-lineage record", tuple(map(_ref, b_cell))
@@ -277,8 +313,16 @@ class Screener:
         elif unspecified or rr:
             found = unspecified or rr
             line = Outcome(
-                UNKNOWN, "ALL recorded without lineage (T lineage not established)", tuple(map(_ref, found))
+                UNKNOWN,
+                "ALL recorded without lineage (T lineage not established)" + _via(found, unknown, *statuses),
+                tuple(map(_ref, found)),
             )
+        elif suspected or hints:
+            parts = [f"{what}, not a recognised code" for what, _ in hints[:3]]
+            if suspected:
+                parts.insert(0, f"ALL suspected only ({_verification(suspected[0])})")
+            refs = tuple(dict.fromkeys(_ref(c) for c in (*suspected, *(c for _, c in hints))))
+            return Outcome(UNKNOWN, "; ".join(parts) + ": needs review", refs)
         else:
             return Outcome(NOT_MET, "no record of acute lymphoblastic leukaemia")
         if rr:
@@ -286,9 +330,11 @@ class Screener:
         else:
             status = Outcome(UNKNOWN, "no relapse or refractory code")
         result = all_of((line.result, status.result))
-        return Outcome(
-            result, f"{line.reason}; {status.reason}", tuple(dict.fromkeys(line.evidence + status.evidence))
-        )
+        reason = f"{line.reason}; {status.reason}"
+        if suspected and result != MET:
+            reason += f"; a suspected ALL diagnosis also on record ({_verification(suspected[0])})"
+        evidence = line.evidence + status.evidence + tuple(map(_ref, suspected))
+        return Outcome(result, reason, tuple(dict.fromkeys(evidence)))
 
     def _condition(self, clause: ConditionClause, record: PatientRecord) -> Outcome:
         sets = [self.definition.concepts[name] for name in clause.concepts]
@@ -296,21 +342,41 @@ class Screener:
         present: list[dict[str, Any]] = []
         uncertain: list[dict[str, Any]] = []
         past: list[dict[str, Any]] = []
+        suspected: list[dict[str, Any]] = []
+        broader: list[dict[str, Any]] = []
         for condition in self._conditions(record):
             if not any(s.matching_coding(_code_of(condition)) for s in sets):
+                if any(s.broader_coding(_code_of(condition)) for s in sets):
+                    broader.append(condition)
                 continue
             if site is not None and not any(site.matching_coding(b) for b in condition.get("bodySite") or ()):
                 continue
             state = self._condition_state(condition, clause.match)
+            if state == "present" and _suspected(condition):
+                suspected.append(condition)
+                continue
             {"present": present, "uncertain": uncertain, "past": past}[state].append(condition)
         what = clause.label or "matching condition"
         if present:
-            reason = f"{what} on record"
+            reason = f"{what} on record" + _via(present, *sets)
             if clause.when_present == UNKNOWN:
                 reason += "; needs review"
             return Outcome(clause.when_present, reason, tuple(map(_ref, present)))
+        if suspected:
+            return Outcome(
+                UNKNOWN,
+                f"{what} suspected only ({_verification(suspected[0])}); needs review",
+                tuple(map(_ref, suspected)),
+            )
         if uncertain:
             return Outcome(UNKNOWN, f"{what} on record, status or dates unclear", tuple(map(_ref, uncertain)))
+        if broader and site is None:
+            coding = next(filter(None, (s.broader_coding(_code_of(broader[0])) for s in sets)))
+            return Outcome(
+                UNKNOWN,
+                f"a broader code ({coding.get('code')}) that may be {what}: needs review",
+                tuple(map(_ref, broader)),
+            )
         if past:
             return Outcome(
                 clause.when_absent,
@@ -402,7 +468,8 @@ class Screener:
             result = NOT_MET
         else:
             result = UNKNOWN
-        return Outcome(result, f"{what} {shown}{when} ({clause.comparator} {threshold_text})", evidence)
+        via = _via([obs], *(self.definition.concepts[n] for n in clause.concepts))
+        return Outcome(result, f"{what} {shown}{when} ({clause.comparator} {threshold_text}){via}", evidence)
 
     def _measured(
         self, obs: dict[str, Any], clause: ObservationClause, record: PatientRecord
@@ -504,7 +571,8 @@ class Screener:
             {"present": present, "uncertain": uncertain, "past": past}[state].append(resource)
         what = clause.label or "matching medication"
         if present:
-            return Outcome(MET, f"{what} on record", tuple(map(_ref, present)))
+            via = _via(present, *sets, element="medicationCodeableConcept")
+            return Outcome(MET, f"{what} on record{via}", tuple(map(_ref, present)))
         if uncertain:
             return Outcome(
                 UNKNOWN, f"{what} on record, status, dates or route unclear", tuple(map(_ref, uncertain))
@@ -524,12 +592,12 @@ class Screener:
             if contained:
                 for item in resource.get("contained") or ():
                     if item.get("id") == contained:
-                        return item.get("code") or {}
+                        return self._maps.translate_concept(item.get("code") or {})
             from .record import normalise_reference
 
             medication = record.medications.get(normalise_reference(ref) or "")
             if medication:
-                return medication.get("code") or {}
+                return self._maps.translate_concept(medication.get("code") or {})
         return {}
 
     def _medication_state(self, resource: dict[str, Any], wanted: Any) -> str | None:
@@ -610,6 +678,34 @@ class Screener:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _translated(record: PatientRecord, maps: ConceptMaps) -> PatientRecord:
+    """The record with local codes translated by the site's ConceptMaps (resources copied, not changed)."""
+    resources = {
+        kind: [maps.translate_resource(r) for r in items] for kind, items in record.resources.items()
+    }
+    return PatientRecord(
+        key=record.key, patient=record.patient, resources=resources, medications=record.medications
+    )
+
+
+def _suspected(condition: dict[str, Any]) -> bool:
+    return _status_code(condition.get("verificationStatus")) in _SUSPECTED_VERIFICATION
+
+
+def _verification(condition: dict[str, Any]) -> str:
+    return _status_code(condition.get("verificationStatus")) or "unconfirmed"
+
+
+def _via(found: list[dict[str, Any]], *sets: ConceptSet, element: str = "code") -> str:
+    """Where a match came through a site's ConceptMap: which local code, which map."""
+    for resource in found:
+        for coding in _code_of(resource, element).get("coding") or ():
+            via = translated_from(coding)
+            if via and any(s.matches_coding(coding) for s in sets):
+                return f" (local code {via})"
+    return ""
 
 
 def _reads_patient(clause: Clause) -> bool:

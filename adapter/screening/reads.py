@@ -5,19 +5,27 @@ Sources use this to decide what to check up front and what to skip:
 
 - Observations are read only through the criteria's exact codes (``PatientRecord.observations_coded``),
   so an Observation carrying none of them is never read; in NDJSON its line need not even be parsed.
+- Observations are also read when a component carries a criteria code, and local codes that the site's
+  ConceptMaps translate to a criteria code count as criteria codes (in raw lines too).
 - Conditions, Procedures and medications are read only when a coding matches one of the criteria's
-  concept sets (or a Procedure's category does). Others are skipped by the engine, which reads
-  defensively; if one is malformed enough to trip it, the whole record is validated then
+  concept sets (descendants, RxNorm ingredients and ConceptMap translations included), is broader than
+  a code a set names (an ICD-10-CM header), or (Conditions) names ALL in words (``signs``). Others
+  are skipped by the engine, which reads defensively; if one is malformed enough to trip it, the
+  whole record is validated then
   (``screen_checked``), so a broken resource is still named.
 - Patients, Immunizations (any vaccination counts) and Medications are always read.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from mappings.criteria import CriteriaDefinition
+from mappings.terminology import RXNORM, default_terminology
+
+from .signs import DiagnosisSigns
 
 _ALWAYS_READ = frozenset({"Patient", "Immunization", "Medication"})
 # The only Patient elements screening reads. A hospital's Patient is mostly names, addresses,
@@ -53,19 +61,32 @@ _OBSERVATION_START = b'{"resourceType":"Observation",'
 _LINE_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"\s*,')
 
 
+def _json_text(value: str) -> bytes:
+    """A string as it appears inside JSON quotes (a local code may hold a quote or a backslash)."""
+    return json.dumps(value, ensure_ascii=False)[1:-1].encode()
+
+
 class ScreeningReads:
     """The criteria's view of a source: what is read, what can be skipped unparsed."""
 
     def __init__(self, definition: CriteriaDefinition) -> None:
-        self.observation_codes = frozenset((c.system, c.code) for c in definition.observation_codes())
+        # Load the shipped hierarchies now: a broken table is a clear error before any record is read,
+        # not a failure in the middle of one patient's screening.
+        default_terminology()
+        maps = definition.concept_maps
+        standard = [(c.system, c.code) for c in definition.observation_codes()]
+        # A site's local codes that its ConceptMaps translate to a criterion's code are read too.
+        self.observation_codes = frozenset(standard + maps.sources_for(standard))
+        self._maps = maps
+        self._signs = DiagnosisSigns(definition)
         # Any of those codes as the JSON string value of a "code" key. Codes never need escaping; a line
         # with an escape (\u...) is parsed in full instead of trusting this scan.
         values = sorted({code for _, code in self.observation_codes}, key=len, reverse=True)
         self._criteria_code = re.compile(
-            rb'"code"\s*:\s*"(?:' + b"|".join(re.escape(v.encode()) for v in values) + rb')"'
+            rb'"code"\s*:\s*"(?:' + b"|".join(re.escape(_json_text(v)) for v in values) + rb')"'
         )
         self._concepts = list(definition.concepts.values())
-        self._matched: dict[tuple[Any, Any], bool] = {}
+        self._matched: dict[tuple[str, str, str | None], bool] = {}
 
     # --- raw NDJSON lines ------------------------------------------------------------------------
 
@@ -97,7 +118,17 @@ class ScreeningReads:
         if rtype in _ALWAYS_READ:
             return True
         if rtype == "Observation":
-            return self._any_coding(resource.get("code"), self._is_observation_code)
+            if self._any_coding(resource.get("code"), self._is_observation_code):
+                return True
+            components = resource.get("component")
+            if components is None:
+                return False
+            if not isinstance(components, list):
+                return True  # malformed: let validation name it
+            return any(
+                not isinstance(c, dict) or self._any_coding(c.get("code"), self._is_observation_code)
+                for c in components
+            )
         elements = _CODED.get(rtype)
         if elements is None:
             return False  # a type screening never reads (Encounter, ...)
@@ -109,7 +140,12 @@ class ScreeningReads:
             if not isinstance(extensions, list) or not all(isinstance(e, dict) for e in extensions):
                 return True  # malformed: let validation name it
             concepts += [e.get("valueCodeableConcept") for e in extensions if isinstance(e, dict)]
-        return any(self._any_coding(concept, self._in_any_concept) for concept in concepts)
+        if self._maps:
+            concepts = [self._maps.translate_concept(c) for c in concepts]
+        if any(self._any_coding(concept, self._in_any_concept) for concept in concepts):
+            return True
+        # A Condition that names the disease in words or by a broader code: the diagnosis reads it.
+        return rtype == "Condition" and self._signs.any_sign(resource.get("code"))
 
     @staticmethod
     def read_part(resource: dict[str, Any]) -> dict[str, Any]:
@@ -118,16 +154,23 @@ class ScreeningReads:
             return {key: resource[key] for key in _PATIENT_READ if key in resource}
         return resource
 
-    def _is_observation_code(self, system: Any, code: Any) -> bool:
-        return (system, code) in self.observation_codes
+    def _is_observation_code(self, coding: dict[str, Any]) -> bool:
+        return (coding.get("system"), coding.get("code")) in self.observation_codes
 
-    def _in_any_concept(self, system: Any, code: Any) -> bool:
+    def _in_any_concept(self, coding: dict[str, Any]) -> bool:
+        system, code = coding.get("system"), coding.get("code")
         if not isinstance(system, str) or not isinstance(code, str):
             return system is not None and code is not None  # wrong types: validation names them
-        key = (system, code)
+        # RxNorm drugs match by ingredient, read from the drug's name: the display is part of the key.
+        display = coding.get("display") if system == RXNORM else None
+        key = (system, code, display if isinstance(display, str) else None)
         found = self._matched.get(key)
         if found is None:
-            found = any(concept.matches(system, code) for concept in self._concepts)
+            # A broader code than a listed one (ICD-10-CM header) makes a condition unknown: read it.
+            found = any(
+                concept.matches_coding(coding) or concept.broader_than_member(system, code)
+                for concept in self._concepts
+            )
             if len(self._matched) < 100_000:  # a hospital's code vocabulary; bounded all the same
                 self._matched[key] = found
         return found
@@ -144,7 +187,4 @@ class ScreeningReads:
             return False
         if not isinstance(codings, list):
             return True
-        for coding in codings:
-            if not isinstance(coding, dict) or test(coding.get("system"), coding.get("code")):
-                return True
-        return False
+        return any(not isinstance(coding, dict) or test(coding) for coding in codings)

@@ -65,12 +65,20 @@ class PatientRecord:
         return self.resources.get(resource_type, [])
 
     def observations_coded(self, codes: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Observations carrying any of these (system, code) pairs, each once."""
+        """Observations carrying any of these (system, code) pairs, each once. A code found on a
+        component (a flow-cytometry panel's CD7) gives that component as an Observation of its own."""
         if self._obs_index is None:
             index: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
             for obs in self.of_type("Observation"):
                 for coding in (obs.get("code") or {}).get("coding") or ():
                     index[(coding.get("system"), coding.get("code"))].append(obs)
+                for component in obs.get("component") or ():
+                    if not isinstance(component, dict):
+                        continue
+                    view: dict[str, Any] | None = None
+                    for coding in (component.get("code") or {}).get("coding") or ():
+                        view = view or component_view(obs, component)
+                        index[(coding.get("system"), coding.get("code"))].append(view)
             self._obs_index = index
         seen: dict[int, dict[str, Any]] = {}
         for code in codes:
@@ -80,6 +88,19 @@ class PatientRecord:
 
     def count(self) -> int:
         return sum(len(v) for v in self.resources.values())
+
+
+_COMPONENT_ELEMENTS = ("code", "interpretation", "dataAbsentReason", "referenceRange")
+
+
+def component_view(obs: dict[str, Any], component: dict[str, Any]) -> dict[str, Any]:
+    """An Observation component read as an Observation: the parent's id, status and dates, the
+    component's code, value, interpretation and reference range."""
+    view = {k: v for k, v in obs.items() if k != "component" and not k.startswith("value")}
+    for key in _COMPONENT_ELEMENTS:
+        view.pop(key, None)
+    view.update({k: v for k, v in component.items() if k.startswith("value") or k in _COMPONENT_ELEMENTS})
+    return view
 
 
 class RecordBuilder:

@@ -123,26 +123,28 @@ class Funnel(_Model):
     criteria: list[FunnelCriterion]
 
 
-class Unmapped(_Model):
-    """A code or text seen on screened patients that no concept set recognises."""
+class UnmappedItem(_Model):
+    """A code or text on screened patients' records that no concept set recognises."""
 
     kind: Literal["code", "text"]
     system: str | None = None
     code: str | None = None
     text: str | None = None
-    resource_type: str | None = Field(default=None, alias="resourceType")
+    resource_type: str = Field(alias="resourceType")
     count: int
     examples: list[str] = Field(default_factory=list)
 
 
 class Summary(_Optional):
-    _omit_when_none = ("funnel", "unmapped")
+    _omit_when_none = ("population", "funnel", "unmapped")
 
     screened: int
     candidates: int
     not_eligible: int = Field(alias="notEligible")
+    # How the population was found (server screening), and the terminology gaps seen while screening.
+    population: str | None = None
     funnel: Funnel | None = None
-    unmapped: list[Unmapped] | None = None
+    unmapped: list[UnmappedItem] | None = None
 
 
 class CriterionInfo(_Model):

@@ -16,7 +16,8 @@ from .engine import Screener
 from .reads import ScreeningReads
 from .record import PatientRecord, resource_key
 from .resolve import with_resolve
-from .results import PatientResult, ScreeningReport
+from .results import PatientResult, ScreeningReport, UnmappedItem
+from .unmapped import UnmappedCollector
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,15 @@ def screen_records(
     as_of: date,
     total: int = 0,
     progress: Progress | None = None,
+    unmapped: UnmappedCollector | None = None,
 ) -> list[PatientResult]:
     screener = Screener(definition, as_of)
     results = []
     with collector_paused():
         for record in records:
             results.append(screen_checked(screener, record))
+            if unmapped is not None:
+                unmapped.add(record)
             if progress:
                 progress(len(results), total)
     return results
@@ -57,9 +61,18 @@ def screen_checked(screener: Screener, record: PatientRecord) -> PatientResult:
         raise SourceError(f"cannot screen {record.key}: unexpected data ({type(exc).__name__})") from None
 
 
-def report_for(definition: CriteriaDefinition, as_of: date, results: list[PatientResult]) -> ScreeningReport:
+def report_for(
+    definition: CriteriaDefinition,
+    as_of: date,
+    results: list[PatientResult],
+    unmapped: UnmappedCollector | None = None,
+    population: str | None = None,
+) -> ScreeningReport:
     results.sort(key=lambda r: r.patient)  # stable order whatever the source's order of arrival
     report = ScreeningReport.build(definition.study, as_of, results, definition)
+    report.summary.population = population
+    if unmapped is not None:
+        report.summary.unmapped = [UnmappedItem.model_validate(e) for e in unmapped.entries()]
     log.info(
         "screening finished",
         extra={"screened": report.summary.screened, "candidates": report.summary.candidates},
@@ -70,12 +83,13 @@ def report_for(definition: CriteriaDefinition, as_of: date, results: list[Patien
 def screen_files(
     path: Path, definition: CriteriaDefinition, as_of: date, progress: Progress | None = None
 ) -> ScreeningReport:
-    builder = load_records(path, ScreeningReads(definition))
+    reads = ScreeningReads(definition)
+    builder = load_records(path, reads)
     total = len(builder.patient_keys())
     log.info("screening files", extra={"patients": total})
-    return report_for(
-        definition, as_of, screen_records(builder.records(), definition, as_of, total, progress)
-    )
+    unmapped = UnmappedCollector(definition, reads)
+    results = screen_records(builder.records(), definition, as_of, total, progress, unmapped)
+    return report_for(definition, as_of, results, unmapped)
 
 
 async def screen_server(
@@ -84,9 +98,11 @@ async def screen_server(
     source = ServerSource(client, definition)
     population = await source.population()
     screener = Screener(definition, as_of)
+    unmapped = UnmappedCollector(definition)
     results: list[PatientResult] = []
     async for record in source.records(population):
         results.append(screen_checked(screener, record))
+        unmapped.add(record)
         if progress:
             progress(len(results), len(population))
     missing = len(population) - len(results)
@@ -94,4 +110,4 @@ async def screen_server(
         # A leukaemia Condition whose Patient the server does not return: nothing to screen, but say so.
         log.warning("patients referenced but not found", extra={"count": missing})
     log.info("server requests", extra={"requests": client.requests_sent, "bytes": client.bytes_received})
-    return report_for(definition, as_of, results)
+    return report_for(definition, as_of, results, unmapped, source.population_method)

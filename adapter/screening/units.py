@@ -62,18 +62,90 @@ def convert(value: float, source: str | None, target: str, molar_mass: float | N
     return None if factor is None else value * factor
 
 
+# Unit strings that laboratory systems and HL7 v2 feeds send every day, and the UCUM code each means.
+# Keys are compared in lower case with the micro sign and Greek mu read as "u". Only strings whose
+# meaning on a lab result is unambiguous are here; anything else is used as UCUM or gives unknown.
+# ("K/uL" is kelvin per microlitre in strict UCUM, but on a blood count it is always thousands.)
+_UNIT_ALIASES = {
+    **dict.fromkeys(
+        (
+            "k/ul",
+            "k/mm3",
+            "x10e3/ul",
+            "x10^3/ul",
+            "10^3/ul",
+            "10e3/ul",
+            "10*3/ul",
+            "x10*3/ul",
+            "thou/ul",
+            "10^3/mm3",
+            "x10(3)/ul",
+            "x 10^3/ul",
+            "10³/ul",
+            "x10³/ul",
+            "×10³/ul",
+        ),
+        "10*3/uL",
+    ),
+    **dict.fromkeys(
+        (
+            "x10e9/l",
+            "x10^9/l",
+            "10^9/l",
+            "10e9/l",
+            "10*9/l",
+            "x10*9/l",
+            "x10(9)/l",
+            "x 10^9/l",
+            "10⁹/l",
+            "x10⁹/l",
+            "×10⁹/l",
+            "× 10⁹/l",
+            "giga/l",
+        ),
+        "10*9/L",
+    ),
+    **dict.fromkeys(("umol/l", "micromol/l", "mcmol/l"), "umol/L"),
+    **dict.fromkeys(("mmol/l",), "mmol/L"),
+    **dict.fromkeys(("mg/dl", "mg%"), "mg/dL"),
+    **dict.fromkeys(("mg/l",), "mg/L"),
+    **dict.fromkeys(("g/dl",), "g/dL"),
+    **dict.fromkeys(("g/l",), "g/L"),
+    **dict.fromkeys(("/ul", "cells/ul", "/mm3", "cells/mm3", "#/ul", "/cumm"), "/uL"),
+    **dict.fromkeys(("%", "percent", "pct"), "%"),
+    # The enzyme unit: 1 U = 1 umol/min whether written U or IU (UCUM [IU] is a different, arbitrary unit).
+    **dict.fromkeys(("u/l", "iu/l", "units/l", "[iu]/l"), "U/L"),
+    **dict.fromkeys(("l/min", "lpm", "liters/min", "litres/min"), "L/min"),
+}
+# "G/L" is giga per litre on a European blood count but grams per litre elsewhere: never guessed.
+_AMBIGUOUS = frozenset({"G/L", "G/l"})
+_MICRO = str.maketrans({"µ": "u", "μ": "u"})
+
+
+def normalise_unit(text: str) -> str | None:
+    """The UCUM code an everyday unit string means, or None when it is not in the alias table."""
+    if text.strip() in _AMBIGUOUS:
+        return None
+    key = text.strip().translate(_MICRO).lower().replace(" ", "")
+    return _UNIT_ALIASES.get(key) or _UNIT_ALIASES.get(text.strip().translate(_MICRO).lower())
+
+
 def ucum_code(quantity: dict[str, Any]) -> str | None:
-    """The UCUM code of a FHIR Quantity: ``code`` when the system is UCUM (or absent), else ``unit``.
+    """The UCUM code of a FHIR Quantity: ``code`` when the system is UCUM (or absent), else ``unit``;
+    either read through the alias table first (``K/uL`` -> ``10*3/uL``).
 
     A Quantity whose system is not UCUM has no unit we can trust.
     """
     system = quantity.get("system")
     code = quantity.get("code")
+    unit = quantity.get("unit")
     if code is not None and system in (None, "http://unitsofmeasure.org"):
-        return str(code)
-    if system is None and quantity.get("unit") is not None:
-        return str(quantity["unit"])
-    return None
+        text = str(code)
+    elif system is None and unit is not None:
+        text = str(unit)
+    else:
+        return None  # another system's unit code: its display is not to be trusted
+    return normalise_unit(text) or text
 
 
 _REL_TOL = 1e-9

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 from adapter.screening.engine import Screener
 from adapter.screening.record import RecordBuilder
 from adapter.screening.resolve import with_resolve
-from adapter.screening.results import ScreeningReport
+from adapter.screening.run import report_for
+from adapter.screening.unmapped import UnmappedCollector
 from adapter.sources.files import bundle_entries
 from mappings.criteria import CriteriaDefinition
 
@@ -106,8 +107,10 @@ def screen_body(body: bytes, max_entries: int, as_of: date, as_json: bool) -> di
         )
     screener = Screener(_definition, as_of)
     result = with_resolve(screener, records[0], screener.screen(records[0]))
-    if as_json:
-        return ScreeningReport.build(_definition.study, as_of, [result], _definition).to_json_dict()
+    if as_json:  # the same report as the CLI's, terminology gaps included
+        unmapped = UnmappedCollector(_definition)
+        unmapped.add(records[0])
+        return report_for(_definition, as_of, [result], unmapped).to_json_dict()
     return screening_parameters(result, as_of)
 
 

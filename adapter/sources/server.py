@@ -14,24 +14,57 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 
-from adapter.fhir.client import FhirClient
+from adapter.fhir.client import FhirClient, FhirError
 from adapter.fhir.search import any_of, escape, query, token
 from adapter.screening.record import PatientRecord, RecordBuilder, patients_in
+from adapter.screening.signs import DiagnosisSigns
 from mappings.criteria import CriteriaDefinition
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
+URL_BUDGET = 1500  # characters of search values per request: long code lists are split into chunks
+# How ALL wording begins, for token ``:text`` searches (starts-with, case-insensitive). What they find
+# is read against the criteria's wording (diagnosis.text_signals) before it counts.
+TEXT_PREFIXES = (
+    "acute lympho", "ALL", "T-ALL", "T ALL", "T-cell", "T cell", "T-lympho", "T lympho", "lympho",
+    "precursor", "relapse", "refractory", "recurrent", "leuk", "leuc", "history of acute",
+)  # fmt: skip
 
 
 def observation_tokens(definition: CriteriaDefinition) -> list[str]:
-    """Every Observation code any criterion reads, as search tokens."""
-    return [token(c.system, c.code) for c in definition.observation_codes()]
+    """Every Observation code any criterion reads (and local codes mapped to one), as search tokens."""
+    codes = [(c.system, c.code) for c in definition.observation_codes()]
+    codes += definition.concept_maps.sources_for(codes)
+    return [token(system, code) for system, code in dict.fromkeys(codes)]
+
+
+def population_codes(definition: CriteriaDefinition) -> list[tuple[str, str]]:
+    """The full expansion of the diagnosis concept sets (roots with every known descendant), plus the
+    site's local codes its ConceptMaps translate to any of them."""
+    codes = [code for concept in definition.population_concepts() for code in concept.expansion()]
+    codes += definition.concept_maps.sources_for(codes)
+    return list(dict.fromkeys(codes))
 
 
 def population_tokens(definition: CriteriaDefinition) -> list[str]:
-    codes = (c for concept in definition.population_concepts() for c in concept.codes)
-    return list(dict.fromkeys(token(c.system, c.code) for c in codes))
+    return [token(system, code) for system, code in population_codes(definition)]
+
+
+def chunks(tokens: list[str], budget: int = URL_BUDGET) -> list[str]:
+    """OR-lists of tokens, each short enough for a GET URL (servers cut URLs at a few kilobytes)."""
+    out: list[str] = []
+    current: list[str] = []
+    size = 0
+    for item in tokens:
+        if current and size + len(item) + 1 > budget:
+            out.append(any_of(current))
+            current, size = [], 0
+        current.append(item)
+        size += len(item) + 1
+    if current:
+        out.append(any_of(current))
+    return out
 
 
 class ServerSource:
@@ -48,17 +81,78 @@ class ServerSource:
         self.batch_size = batch_size
         self.concurrency = concurrency
         self._observation_codes = any_of(observation_tokens(definition))
+        self._text_probe: bool | None = None
+        self._signs = DiagnosisSigns(definition)
+        self.population_method = "not searched yet"
 
-    async def population(self) -> list[str]:
-        """Patient ids with any leukaemia Condition on the server, in first-seen order."""
-        params = [
-            ("code", any_of(population_tokens(self.definition))),
-            ("_elements", "subject"),
-            ("_count", str(PAGE_SIZE)),
-        ]
-        ids = patients_in(await self.client.search_resources("Condition", params))
-        log.info("screening population found", extra={"patients": len(ids)})
+    async def population(self, since: str | None = None) -> list[str]:
+        """Patient ids with any ALL Condition on the server (changed since ``since`` when given).
+
+        1. By code: the full expansion of the diagnosis sets and the site's mapped local codes, chunked.
+        2. By words, where the server proves it can: token ``:text`` searches (FHIR: the text or a
+           display starts with the value) for the ways ALL wording begins, and ``:missing`` for
+           Conditions with no coding at all. Their text is read here against the criteria's wording,
+           so a loose server answer never adds a patient without ALL wording.
+        ``population_method`` says how the patients were found."""
+        tokens = population_tokens(self.definition)
+        extra = [("_lastUpdated", f"ge{since}")] if since else []
+        ids: set[str] = set()
+        for chunk in chunks(tokens):
+            params = [("code", chunk), *extra, ("_elements", "subject"), ("_count", str(PAGE_SIZE))]
+            ids |= patients_in(await self.client.search_resources("Condition", params))
+        by_code = len(ids)
+        notes = [f"Condition search on {len(tokens)} ALL codes (expansion and mapped local codes)"]
+        if await self._text_search_works():
+            for term in TEXT_PREFIXES:
+                ids |= await self._worded(("code:text", term), extra) or set()
+            notes.append("text search for ALL wording")
+        else:
+            notes.append(
+                "no text search on this server: local codes with ALL only in a display are not found"
+            )
+        uncoded = await self._worded(("code:missing", "true"), extra, optional=True)
+        if uncoded is None:
+            notes.append("no missing-code search: Conditions with only text are not found")
+        else:
+            ids |= uncoded
+            notes.append("Conditions with only text read for ALL wording")
+        notes.append(f"{len(ids) - by_code} patients found by wording only")
+        self.population_method = "; ".join(notes)
+        log.info(
+            "screening population found",
+            extra={"patients": len(ids), "by_code": by_code, "method": self.population_method},
+        )
         return sorted(ids)
+
+    async def _worded(
+        self, search: tuple[str, str], extra: list[tuple[str, str]], optional: bool = False
+    ) -> set[str] | None:
+        """Patients of the Conditions a search finds whose text or display names ALL."""
+        params = [search, *extra, ("_elements", "code,subject"), ("_count", str(PAGE_SIZE))]
+        try:
+            found = await self.client.search_resources("Condition", params)
+        except FhirError as exc:
+            if not optional:
+                raise
+            log.info("search not supported", extra={"status": getattr(exc, "status", None)})
+            return None
+        return patients_in(
+            c for c in found if c.get("resourceType") == "Condition" and self._signs.wording(c.get("code"))
+        )
+
+    async def _text_search_works(self) -> bool:
+        """Probe once: the server accepts token ``:text`` and does not ignore it (a nonsense word must
+        find nothing; a server that drops the modifier would answer every Condition)."""
+        if self._text_probe is None:
+            try:
+                probe = await self.client.get_json(
+                    "Condition", [("code:text", "zq-no-such-words-xq"), ("_summary", "count")]
+                )
+                self._text_probe = isinstance(probe, dict) and probe.get("total") == 0
+            except FhirError as exc:
+                log.info("text search not supported", extra={"status": getattr(exc, "status", None)})
+                self._text_probe = False
+        return self._text_probe
 
     def _batch_requests(self, patient_ids: list[str]) -> list[str]:
         subjects = any_of(escape(f"Patient/{pid}") for pid in patient_ids)

@@ -28,7 +28,7 @@ from adapter.flagging import Flagger
 from adapter.screening.engine import Screener
 from adapter.screening.record import SUBJECT_ELEMENT, patients_in
 from adapter.screening.resolve import with_resolve
-from adapter.sources.server import PAGE_SIZE, ServerSource, population_tokens
+from adapter.sources.server import PAGE_SIZE, ServerSource
 from mappings.criteria import CriteriaDefinition
 
 from .changes import FULL_PASS_STARTED
@@ -209,13 +209,8 @@ class Worker:
         """Population patients with any relevant change since ``since``, and new ALL patients."""
         stamp = since.astimezone(UTC).isoformat(timespec="seconds")
         touched: set[str] = set()
-        new_params = [
-            ("code", any_of(population_tokens(self.definition))),
-            ("_lastUpdated", f"ge{stamp}"),
-            ("_elements", "subject"),
-            ("_count", str(PAGE_SIZE)),
-        ]
-        newcomers = patients_in(await self.client.search_resources("Condition", new_params))
+        # The same population search as a full pass (codes, local codes, ALL wording), since the stamp.
+        newcomers = set(await self.source.population(since=stamp))
         if newcomers:
             self.state.add_population(newcomers)
             touched |= newcomers

@@ -446,9 +446,11 @@ def test_no_platelet_count_is_unknown_and_stale_one_too():
     assert evaluate("exclusion-13", obs(PLATELETS, 5, "10*9/L", ago=8)).result == "unknown"
 
 
-def test_platelets_in_a_non_ucum_unit_are_unknown():
-    # 'K/uL' is common on lab printouts but is not UCUM: never guess.
-    assert evaluate("exclusion-13", obs(PLATELETS, 5, "K/uL")).result == "unknown"
+def test_platelets_in_a_unit_outside_ucum_and_the_alias_table_are_unknown():
+    # Issue 12 changed this test: 'K/uL' (thousands per microlitre on every lab printout) is now read
+    # through the alias table (tests/unit/test_terminology_units.py); a unit in neither stays unknown.
+    assert evaluate("exclusion-13", obs(PLATELETS, 5, "K/uL")).result == "met"
+    assert evaluate("exclusion-13", obs(PLATELETS, 5, "bricks/uL")).result == "unknown"
     assert evaluate("exclusion-13", obs(PLATELETS, 5, "10^9/L")).result == "met"  # valid UCUM
 
 
