@@ -360,7 +360,8 @@ def _deep_rule() -> str:
 BAD_CRITERIA = [
     ("malformed-yaml", "study: [unclosed\n", "not valid YAML"),
     ("tab-indent", "study: x\n\tversion: 1\n", "not valid YAML"),
-    ("truncated", GOOD_CRITERIA[: len(GOOD_CRITERIA) // 2], "Field required"),
+    # Cut at a line end so the half file stays valid YAML whatever the codes lists hold.
+    ("truncated", GOOD_CRITERIA[: GOOD_CRITERIA.rindex("\n", 0, len(GOOD_CRITERIA) // 2)], "Field required"),
     ("non-utf8", b"\xff\xfe" + GOOD_CRITERIA.encode(), "cannot read criteria file"),
     ("empty", "", "expected a mapping at the top level"),
     ("a-list", "- 1\n- 2\n", "expected a mapping at the top level"),
