@@ -49,6 +49,9 @@ class Summary(_Model):
     screened: int
     candidates: int
     not_eligible: int = Field(alias="notEligible")
+    # Files: patients of the export with no sign of the disease, counted and not listed (absent when
+    # every patient is listed).
+    outside_population: int | None = Field(default=None, alias="outsidePopulation")
 
 
 class ScreeningReport(_Model):
@@ -58,16 +61,24 @@ class ScreeningReport(_Model):
     patients: list[PatientResult]
 
     @classmethod
-    def build(cls, study: str, as_of: date, patients: list[PatientResult]) -> ScreeningReport:
+    def build(
+        cls, study: str, as_of: date, patients: list[PatientResult], outside_population: int | None = None
+    ) -> ScreeningReport:
         candidates = sum(1 for p in patients if p.status == "candidate")
         return cls(
             study=study,
             asOf=as_of,
             summary=Summary(
-                screened=len(patients), candidates=candidates, notEligible=len(patients) - candidates
+                screened=len(patients),
+                candidates=candidates,
+                notEligible=len(patients) - candidates,
+                outsidePopulation=outside_population,
             ),
             patients=patients,
         )
 
     def to_json_dict(self) -> dict:
-        return self.model_dump(mode="json", by_alias=True)
+        data = self.model_dump(mode="json", by_alias=True)
+        if data["summary"]["outsidePopulation"] is None:
+            del data["summary"]["outsidePopulation"]
+        return data

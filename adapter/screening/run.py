@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 from adapter.fhir.client import FhirClient
+from adapter.sources.export import screen_export
 from adapter.sources.files import SourceError, collector_paused, fhir_problem, load_records
 from adapter.sources.server import ServerSource
 from mappings.criteria import CriteriaDefinition
@@ -56,9 +57,14 @@ def screen_checked(screener: Screener, record: PatientRecord) -> PatientResult:
         raise SourceError(f"cannot screen {record.key}: unexpected data ({type(exc).__name__})") from None
 
 
-def report_for(definition: CriteriaDefinition, as_of: date, results: list[PatientResult]) -> ScreeningReport:
+def report_for(
+    definition: CriteriaDefinition,
+    as_of: date,
+    results: list[PatientResult],
+    outside_population: int | None = None,
+) -> ScreeningReport:
     results.sort(key=lambda r: r.patient)  # stable order whatever the source's order of arrival
-    report = ScreeningReport.build(definition.study, as_of, results)
+    report = ScreeningReport.build(definition.study, as_of, results, outside_population)
     log.info(
         "screening finished",
         extra={"screened": report.summary.screened, "candidates": report.summary.candidates},
@@ -67,8 +73,21 @@ def report_for(definition: CriteriaDefinition, as_of: date, results: list[Patien
 
 
 def screen_files(
-    path: Path, definition: CriteriaDefinition, as_of: date, progress: Progress | None = None
+    path: Path,
+    definition: CriteriaDefinition,
+    as_of: date,
+    progress: Progress | None = None,
+    *,
+    all_patients: bool = False,
+    workers: int | None = None,
 ) -> ScreeningReport:
+    """A Bulk Data export (NDJSON) is screened population first (``screen_export``; every patient
+    with ``all_patients``); a Bundle, small by nature, lists every patient."""
+    if path.is_dir() or path.suffix == ".ndjson":
+        done = screen_export(path, definition, as_of, all_patients=all_patients, workers=workers)
+        if progress:
+            progress(len(done.results), len(done.results))
+        return report_for(definition, as_of, done.results, done.outside_population)
     builder = load_records(path, ScreeningReads(definition))
     total = len(builder.patient_keys())
     log.info("screening files", extra={"patients": total})
