@@ -72,11 +72,11 @@ def screen_export(
     files = tuple(ndjson_files(path))
     workers = max(1, workers or default_workers())
     with collector_paused():
-        population = None
         ids: frozenset[str] | None = None
         if not all_patients:
-            population = find_population(list(files), ScreeningReads(definition), PopulationSigns(definition))
-            ids = frozenset(population.ids)
+            ids = frozenset(
+                find_population(list(files), ScreeningReads(definition), PopulationSigns(definition))
+            )
             log.info("screening population found", extra={"patients": len(ids)})
         jobs = [_Job(files, definition, as_of, ids, share, workers) for share in range(workers)]
         if workers == 1:
@@ -85,20 +85,21 @@ def screen_export(
             # fork: the workers inherit the loaded criteria and modules instead of importing them again
             with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
                 shares = list(pool.map(_screen_share, jobs))
-    results = [result for share in shares for result in share]
+    results = [result for share, _ in shares for result in share]
     results.sort(key=lambda r: r.patient)
-    outside = None if population is None else max(0, population.patient_lines - len(results))
+    outside = None if all_patients else max(0, shares[0][1] - len(results))
     return ExportResults(results, outside)
 
 
-def _screen_share(job: _Job) -> list[PatientResult]:
-    """One worker: read the export for its patients, then screen them."""
+def _screen_share(job: _Job) -> tuple[list[PatientResult], int]:
+    """One worker: read the export for its patients, then screen them. Also: Patient lines seen."""
     with collector_paused():
-        records = _Collector(job).collect()
+        collector = _Collector(job)
+        records = collector.collect()
         screener = Screener(job.definition, job.as_of)
         from adapter.screening.run import screen_checked  # run imports this module
 
-        return [screen_checked(screener, record) for record in records]
+        return [screen_checked(screener, record) for record in records], collector.filter.patient_lines
 
 
 class _Collector:
@@ -133,8 +134,8 @@ class _Collector:
     def collect(self) -> list[PatientRecord]:
         for path in self.job.files:
             try:
-                for first, chunk in chunks(path):
-                    for number, raw in lines_at(chunk, first, self.filter.wanted_starts(chunk)):
+                for first, chunk, newlines in chunks(path):
+                    for number, raw in lines_at(chunk, first, self.filter.wanted_starts(chunk, newlines)):
                         self._line(raw, f"{path}:{number}")
             except OSError as exc:
                 raise SourceError(f"{path}: cannot read: {exc.strerror}") from None

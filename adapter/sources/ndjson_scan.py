@@ -33,14 +33,14 @@ _STARTS = (b'{"resourceType":"', b'{"resourceType": "')
 _PATIENT_TYPE = re.compile(rb'\{"resourceType": ?"Patient",')
 # A Patient line whose id is its second key: the only id it can have (else it is parsed).
 _PATIENT_ID_FIRST = re.compile(rb'\{"resourceType": ?"Patient", ?"id": ?"([A-Za-z0-9\-.]{1,64})"[,}]')
-_TYPED_LINE = re.compile(rb'(?:^|\n)(\{)"resourceType": ?"(Medication|Patient)",')
+_TYPED_LINE = re.compile(rb'\n\{"resourceType": ?"(Patient|Medication)",')
 _ANY_REFERENCE = re.compile(rb'Patient(?:/|\\/)([A-Za-z0-9\-.]{1,64})(?=["/\\])')
 # A line with no patient reference at all (tested per line by the regex engine, not by Python).
 _NO_REFERENCE = re.compile(rb'^(?![^\n]*Patient(?:/|\\/)[A-Za-z0-9\-.]{1,64}["/\\])', re.MULTILINE)
 
 
-def chunks(path: Path, size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
-    """(number of the first line, whole lines) of a file, in chunks of about ``size`` bytes."""
+def chunks(path: Path, size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes, int]]:
+    """(number of the first line, whole lines, their newlines) of a file, in ~``size`` byte chunks."""
     with path.open("rb") as handle:
         rest = b""
         line = 1
@@ -48,7 +48,7 @@ def chunks(path: Path, size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
             block = handle.read(size)
             if not block:
                 if rest:
-                    yield line, rest
+                    yield line, rest, rest.count(b"\n")
                 return
             data = rest + block if rest else block
             cut = data.rfind(b"\n") + 1
@@ -56,8 +56,9 @@ def chunks(path: Path, size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
                 rest = data  # one line longer than a chunk: keep reading
                 continue
             chunk, rest = data[:cut], data[cut:]
-            yield line, chunk
-            line += chunk.count(b"\n")
+            newlines = chunk.count(b"\n")
+            yield line, chunk, newlines
+            line += newlines
 
 
 def plain_line(raw: bytes) -> bool:
@@ -76,18 +77,17 @@ class LineFilter:
     ) -> None:
         self._owns = owns
         self._pop: re.Pattern[bytes] | None = None
+        self._pop_ids: frozenset[str] = frozenset()
+        self._pop_bytes: frozenset[bytes] = frozenset()
         if patient_ids is not None:
             for pid in patient_ids:
                 if not _ID_CHARS.fullmatch(pid):
                     raise ValueError(f"not a FHIR id: {pid[:80]!r}")
-            # Longest first, so an id that is a prefix of another cannot end a match early.
-            ids = b"|".join(re.escape(p.encode()) for p in sorted(patient_ids, key=len, reverse=True))
-            self._pop = re.compile(
-                rb"Patient(?:/|\\/)(?:" + ids + rb')(?=["/\\])|"id"\s*:\s*"(?:' + ids + rb')"'
-                if ids
-                else rb"(?!x)x"  # nobody: matches nothing
-            )
+            self._pop = _ANY_REFERENCE  # tested against the set: one scan, whatever the population size
+            self._pop_ids = frozenset(patient_ids)
+            self._pop_bytes = frozenset(p.encode() for p in patient_ids)
         self.everything = self._pop is None and owns is None
+        self.patient_lines = 0  # Patient lines seen typed first (to count those not screened)
 
     def wanted_line(self, raw: bytes) -> bool:
         """Whether a line may be about one of the patients (or cannot be read without parsing)."""
@@ -99,25 +99,29 @@ class LineFilter:
             return True
         if _MEDICATION.match(raw, 1):
             return True
-        if self._pop is not None and self._pop.search(raw):
+        if self._pop is not None and not self._pop_bytes.isdisjoint(_ANY_REFERENCE.findall(raw)):
             return True
         if _PATIENT_TYPE.match(raw):
-            first = _PATIENT_ID_FIRST.match(raw)
-            return first is None or (self._owns is not None and self._owns(first[1].decode()))
+            self.patient_lines += 1
+            return self._patient_line_wanted(_PATIENT_ID_FIRST.match(raw))
         refs = _ANY_REFERENCE.findall(raw)
         if not refs:
             return True  # about no patient we can see: read it as the full path does
         return self._owns is not None and any(self._owns(ref.decode()) for ref in refs)
 
-    def wanted_starts(self, chunk: bytes) -> list[int]:
-        """Offsets of the lines of a chunk (whole lines) that ``wanted_line`` keeps, in order."""
+    def wanted_starts(self, chunk: bytes, newlines: int | None = None) -> list[int]:
+        """Offsets of the lines of a chunk (whole lines) that ``wanted_line`` keeps, in order.
+
+        Each test is one C-speed pass over the chunk; Python steps only for lines that are wanted."""
         if self.everything:
             return _line_starts(chunk)
-        lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-        starts = chunk.count(b'\n{"resourceType":"') + chunk.count(b'\n{"resourceType": "')
-        starts += chunk.startswith(_STARTS)
-        ends = chunk.count(b"}\n") + chunk.endswith(b"}")
-        if starts != lines or ends != lines or b"\n\n" in chunk:
+        newlines = chunk.count(b"\n") if newlines is None else newlines
+        lines = newlines + (0 if chunk.endswith(b"\n") else 1)
+        starts = chunk.count(b'\n{"resourceType":"') + chunk.startswith(_STARTS)
+        if starts != lines:
+            starts += chunk.count(b'\n{"resourceType": "')
+        # An empty line or one not typed first fails the first test, one not ending in } the second.
+        if starts != lines or chunk.count(b"}\n") + chunk.endswith(b"}") != lines:
             # Unusual lines in this chunk: decide line by line (the same rule).
             found = []
             offset = 0
@@ -127,27 +131,40 @@ class LineFilter:
                 offset += len(raw)
             return found
         wanted: set[int] = set()
-        patterns = [_ESCAPE, _URN_REFERENCE] + ([self._pop] if self._pop is not None else [])
-        for pattern in patterns:
+        for pattern in (_ESCAPE, _URN_REFERENCE):
             for match in pattern.finditer(chunk):
                 wanted.add(chunk.rfind(b"\n", 0, match.start()) + 1)
-        for match in _TYPED_LINE.finditer(chunk):  # Medication and Patient lines
-            start = match.start(1)
-            if match[2] == b"Medication":
+        if self._pop is not None and not self._pop_bytes.isdisjoint(_ANY_REFERENCE.findall(chunk)):
+            pop = self._pop_bytes  # only chunks with one of ours pay a Python step per reference
+            for match in _ANY_REFERENCE.finditer(chunk):
+                if match[1] in pop:
+                    wanted.add(chunk.rfind(b"\n", 0, match.start()) + 1)
+        for match in _TYPED_LINE.finditer(b"\n" + chunk):
+            start = match.start()  # in the chunk (the search text has one byte more in front)
+            self.patient_lines += match[1] == b"Patient"
+            if match[1] == b"Medication" or self._patient_line_wanted(_PATIENT_ID_FIRST.match(chunk, start)):
                 wanted.add(start)
-                continue
-            first = _PATIENT_ID_FIRST.match(chunk, start)
-            if first is None or (self._owns is not None and self._owns(first[1].decode())):
-                wanted.add(start)
-        for match in _NO_REFERENCE.finditer(chunk):
-            if not _PATIENT_TYPE.match(chunk, match.start()):
-                wanted.add(match.start())
+        named = chunk.count(b'"subject":{"reference":"Patient/')
+        if named < lines and named + chunk.count(b'"patient":{"reference":"Patient/') < lines:
+            # Some line may name no patient: find those (the regex engine tests each line).
+            for match in _NO_REFERENCE.finditer(chunk, 0, len(chunk) - 1):  # not after the last newline
+                if not _PATIENT_TYPE.match(chunk, match.start()):
+                    wanted.add(match.start())
         if self._owns is not None:
             for match in _ANY_REFERENCE.finditer(chunk):
                 start = chunk.rfind(b"\n", 0, match.start()) + 1
                 if start not in wanted and self._owns(match[1].decode()):
                     wanted.add(start)
         return sorted(wanted)
+
+    def _patient_line_wanted(self, first: re.Match[bytes] | None) -> bool:
+        """A Patient line: wanted if its id is not plainly its second key, or is one of ours."""
+        if first is None:
+            return True
+        pid = first[1].decode()
+        if self._owns is not None:
+            return self._owns(pid)
+        return pid in self._pop_ids
 
 
 def _line_starts(chunk: bytes) -> list[int]:

@@ -32,7 +32,6 @@ from .ndjson_scan import chunks, lines_at
 _ALL_TEXT = re.compile(r"(?i:lymphoblast)|\b[TB]?-?ALL\b|\b[TB]-?LBL\b")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CONDITION_LINE = re.compile(rb'\{\s*"resourceType"\s*:\s*"Condition"')
-_PATIENT_LINE = re.compile(rb'(?:^|\n)\{\s*"resourceType"\s*:\s*"Patient"\s*,')
 
 
 class PopulationSigns:
@@ -65,7 +64,9 @@ class PopulationSigns:
         text = concept.get("text")
         if isinstance(text, str) and _ALL_TEXT.search(text):
             return True
-        codings = concept.get("coding") or ()
+        codings = concept.get("coding")
+        if codings is None:
+            return False
         if not isinstance(codings, list):
             return True
         for coding in codings:
@@ -81,19 +82,12 @@ class PopulationSigns:
         return False
 
 
-@dataclass
-class Population:
-    ids: list[str]  # patient ids with a sign of the disease, sorted
-    patient_lines: int  # Patient resources in the export (to count those outside the population)
-
-
-def find_population(files: list[Path], reads: ScreeningReads, signs: PopulationSigns) -> Population:
-    """Read every Condition of the export (checked as the full path checks them); keep the signs."""
+def find_population(files: list[Path], reads: ScreeningReads, signs: PopulationSigns) -> list[str]:
+    """Read every Condition of the export (checked as the full path checks them); the ids of the
+    patients with a sign of the disease, sorted."""
     ids: set[str] = set()
-    patients = 0
     for path in files:
-        for first, chunk in chunks(path):
-            patients += len(_PATIENT_LINE.findall(chunk))
+        for first, chunk, _ in chunks(path):
             if b"Condition" not in chunk and b"\\u" not in chunk:
                 continue
             for number, raw in lines_at(chunk, first, _condition_starts(chunk)):
@@ -105,7 +99,7 @@ def find_population(files: list[Path], reads: ScreeningReads, signs: PopulationS
                     pid = key.removeprefix("Patient/") if key else ""
                     if key and key.startswith("Patient/") and _ID.fullmatch(pid):
                         ids.add(pid)  # another id is no valid Patient's: nobody to screen
-    return Population(sorted(ids), patients)
+    return sorted(ids)
 
 
 def _condition_starts(chunk: bytes) -> list[int]:
