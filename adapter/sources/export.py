@@ -27,11 +27,18 @@ from adapter.screening.engine import Screener
 from adapter.screening.reads import ScreeningReads
 from adapter.screening.record import SUBJECT_ELEMENT, PatientRecord, normalise_reference, resource_key
 from adapter.screening.results import PatientResult
+from adapter.screening.units import convert
 from mappings.criteria import CriteriaDefinition
 
 from .files import SourceError, check_resource, collector_paused, ndjson_files, parse_ndjson_line
 from .ndjson_scan import LineFilter, chunks, lines_at
-from .population import DecidingObservations, PopulationSigns, find_population, observation_codes
+from .population import (
+    DecidingObservations,
+    PopulationSigns,
+    RawBeaten,
+    find_population,
+    observation_codes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +89,8 @@ def screen_export(
         if workers == 1:
             shares = [_screen_share(jobs[0])]
         else:
+            if ids is None or ids:
+                convert(1.0, "mg/dL", "umol/L", 113.12)  # build the UCUM registry (~1 s) once, before forking
             # fork: the workers inherit the loaded criteria and modules instead of importing them again
             with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
                 shares = list(pool.map(_screen_share, jobs))
@@ -121,6 +130,8 @@ class _Collector:
             lambda: defaultdict(list)
         )
         self.observations: dict[str, DecidingObservations] = {}
+        self.beaten = RawBeaten(self.codes, job.as_of)
+        self.skipped = 0
         self.seq = 0
 
     def _mine(self, key: str) -> bool:
@@ -142,6 +153,9 @@ class _Collector:
         return self._records()
 
     def _line(self, raw: bytes, where: str) -> None:
+        if self.observations and self.beaten.beaten(raw, self.observations):
+            self.skipped += 1  # older than what its patient already has for each of its codes
+            return
         resource = parse_ndjson_line(raw, where, self.reads, defer=True)
         if resource is None:
             return

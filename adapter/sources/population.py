@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from adapter.screening.dates import effective_day
+from adapter.screening.dates import day_of, effective_day
 from adapter.screening.engine import _IGNORED_OBSERVATION, _instant_key
 from adapter.screening.reads import ScreeningReads
 from adapter.screening.record import SUBJECT_ELEMENT, normalise_reference
@@ -160,6 +160,11 @@ class DecidingObservations:
             if len(self._kept) > 2 * (self._pinned + len(self._best)) + 64:
                 self._drop_beaten()
 
+    def newer_than(self, code: tuple[str, str], key: Any) -> bool:
+        """Whether a result kept for this code is strictly newer than ``key``."""
+        best = self._best.get(code)
+        return best is not None and best[0] > key
+
     def kept(self) -> Iterator[tuple[int, dict[str, Any], str]]:
         self._drop_beaten()
         for seq in sorted(self._kept):
@@ -210,3 +215,53 @@ def population_of(resources: Iterable[dict[str, Any]], signs: PopulationSigns) -
             if key:
                 out.add(key)
     return out
+
+
+class RawBeaten:
+    """Whether an Observation line is beaten before it is parsed: older than its patient's newest result
+    for every criteria code it may carry. The same argument as ``DecidingObservations``, on bytes:
+
+    - a plain Observation line without any backslash (no escape can hide a code or a date), without
+      components or contained resources, and with no date element but one ``effectiveDateTime``;
+    - the criteria code values it holds anywhere (a superset of its top-level codes): for each, every
+      criteria (system, code) pair with that value already has a result strictly newer than this date.
+
+    If that single ``effectiveDateTime`` is not top-level, the result is undated; an undated result
+    decides nothing where a dated one exists, which it does for each of its codes. Anything else is
+    parsed."""
+
+    _START = (b'{"resourceType":"Observation",', b'{"resourceType": "Observation",')
+    _UNSURE = re.compile(
+        rb'"(?:contained|component|effectivePeriod|effectiveInstant|occurrenceDateTime|performedDateTime'
+        rb'|performedPeriod|authoredOn|dateAsserted)"'
+    )
+    _EFFECTIVE = re.compile(rb'"effectiveDateTime"\s*:\s*"([^"]*)"')
+    _PATIENT = re.compile(rb'Patient/([A-Za-z0-9\-.]{1,64})(?=["/])')
+
+    def __init__(self, codes: frozenset[tuple[str, str]], as_of: date) -> None:
+        self.as_of = as_of
+        self._pairs: dict[bytes, list[tuple[str, str]]] = {}
+        for system, code in codes:
+            self._pairs.setdefault(code.encode(), []).append((system, code))
+        values = sorted(self._pairs, key=len, reverse=True)
+        self._code = re.compile(rb'"code"\s*:\s*"(' + b"|".join(re.escape(v) for v in values) + rb')"')
+
+    def beaten(self, raw: bytes, deciding: dict[str, DecidingObservations]) -> bool:
+        if not raw.startswith(self._START) or b"\\" in raw or self._UNSURE.search(raw):
+            return False
+        if raw.count(b'"effectiveDateTime"') != 1:
+            return False
+        found = self._EFFECTIVE.search(raw)
+        patients = set(self._PATIENT.findall(raw))
+        if found is None or len(patients) != 1:
+            return False
+        mine = deciding.get(f"Patient/{patients.pop().decode()}")
+        values = set(self._code.findall(raw))
+        if mine is None or not values:
+            return False
+        value = found[1].decode()
+        day = day_of(value)
+        if day is None or day > self.as_of:
+            return False
+        key = _instant_key({"effectiveDateTime": value}, day)
+        return all(mine.newer_than(pair, key) for v in values for pair in self._pairs[v])
