@@ -308,3 +308,36 @@ def test_workers_must_be_positive(tmp_path, capsys):
         main(["screen", "--source", str(folder), "--workers", "0"])
     assert exit_info.value.code == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
+
+
+# --- Observations beaten before parsing ------------------------------------------------------------
+
+
+def test_a_line_is_beaten_only_when_provably_older_for_each_of_its_codes():
+    from adapter.sources.population import RawBeaten
+
+    codes = observation_codes(definition())
+    deciding = DecidingObservations(codes, AS_OF)
+    deciding.add(1, obs(PLATELETS, 90, "10*9/L", ago=2, subject="p1"), "line 1")
+    mine = {"Patient/p1": deciding}
+    beaten = RawBeaten(codes, AS_OF)
+    older = obs(PLATELETS, 50, "10*9/L", ago=9, subject="p1")
+    assert beaten.beaten(compact(older), mine)
+    assert beaten.beaten(spaced(older), mine)
+    assert not beaten.beaten(compact(obs(PLATELETS, 50, "10*9/L", ago=1, subject="p1")), mine)  # newer
+    assert not beaten.beaten(compact(obs(PLATELETS, 50, "10*9/L", ago=2, subject="p1")), mine)  # a tie
+    assert not beaten.beaten(compact(obs(PLATELETS, 50, "10*9/L", ago=9, subject="p2")), mine)  # not known
+    two_codes = obs(PLATELETS, 50, "10*9/L", ago=9, subject="p1")
+    two_codes["code"]["coding"].append(concept(*CREATININE_MASS))  # no creatinine kept yet
+    assert not beaten.beaten(compact(two_codes), mine)
+    unsure = [
+        compact(obs(PLATELETS, 50, "10*9/L", ago=None, subject="p1")),  # undated
+        compact({**older, "component": []}),
+        compact({**older, "effectivePeriod": {"start": "2026-01-01"}}),
+        compact({**older, "note": [{"text": 'a \\"quoted\\" note'}]}),  # any backslash
+        compact({**older, "extension": [{"url": "x", "effectiveDateTime": "2026-11-22"}]}),  # two dates
+        compact({**older, "subject": {"reference": "Patient/p1"}, "focus": [{"reference": "Patient/p3"}]}),
+        compact(patient(id="p1")),
+    ]
+    for line in unsure:
+        assert not beaten.beaten(line, mine), line
