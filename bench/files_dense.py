@@ -83,6 +83,7 @@ def measure_size(size: int, data_dir: Path, synthea: bool, skip_full: bool) -> d
     manifest = json.loads((source / "manifest.json").read_text())
     out = data_dir / f"out-{size}"
     out.mkdir(exist_ok=True)
+    size = manifest["counts"].get("Patient", size)  # Synthea adds the people who died on the way
     row: dict[str, Any] = {
         "patients": size,
         "synthea": synthea,
