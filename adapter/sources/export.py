@@ -131,7 +131,6 @@ class _Collector:
         )
         self.observations: dict[str, DecidingObservations] = {}
         self.beaten = RawBeaten(self.codes, job.as_of)
-        self.skipped = 0
         self.seq = 0
 
     def _mine(self, key: str) -> bool:
@@ -153,10 +152,11 @@ class _Collector:
         return self._records()
 
     def _line(self, raw: bytes, where: str) -> None:
+        if self.reads.skippable_line(raw):
+            return  # a resource no criterion reads (as the full path skips it)
         if self.observations and self.beaten.beaten(raw, self.observations):
-            self.skipped += 1  # older than what its patient already has for each of its codes
-            return
-        resource = parse_ndjson_line(raw, where, self.reads, defer=True)
+            return  # older than what its patient already has for each of its codes
+        resource = parse_ndjson_line(raw, where, self.reads, defer=True, skip_unread=False)
         if resource is None:
             return
         rtype = resource["resourceType"]

@@ -247,17 +247,20 @@ class RawBeaten:
         self._code = re.compile(rb'"code"\s*:\s*"(' + b"|".join(re.escape(v) for v in values) + rb')"')
 
     def beaten(self, raw: bytes, deciding: dict[str, DecidingObservations]) -> bool:
-        if not raw.startswith(self._START) or b"\\" in raw or self._UNSURE.search(raw):
+        # cheapest tests first: most lines fail one of them
+        if not raw.startswith(self._START) or b"\\" in raw or raw.count(b'"effectiveDateTime"') != 1:
             return False
-        if raw.count(b'"effectiveDateTime"') != 1:
-            return False
-        found = self._EFFECTIVE.search(raw)
         patients = set(self._PATIENT.findall(raw))
-        if found is None or len(patients) != 1:
+        if len(patients) != 1:
             return False
         mine = deciding.get(f"Patient/{patients.pop().decode()}")
+        if mine is None:
+            return False
         values = set(self._code.findall(raw))
-        if mine is None or not values:
+        if not values or self._UNSURE.search(raw):
+            return False
+        found = self._EFFECTIVE.search(raw)
+        if found is None:
             return False
         value = found[1].decode()
         day = day_of(value)
