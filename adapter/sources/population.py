@@ -31,6 +31,8 @@ from .ndjson_scan import chunks, lines_at
 # it is a sign even when no coding matches. Case-sensitive acronyms; "lymphoblast" in any case.
 _ALL_TEXT = re.compile(r"(?i:lymphoblast)|\b[TB]?-?ALL\b|\b[TB]-?LBL\b")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_CONDITION_START = re.compile(rb'\n\{\s*"resourceType"\s*:\s*"Condition"')  # offsets: text has \n in front
+_ESCAPE = re.compile(rb"\\u")
 _CONDITION_LINE = re.compile(rb'\{\s*"resourceType"\s*:\s*"Condition"')
 
 
@@ -87,10 +89,10 @@ def find_population(files: list[Path], reads: ScreeningReads, signs: PopulationS
     patients with a sign of the disease, sorted."""
     ids: set[str] = set()
     for path in files:
-        for first, chunk, _ in chunks(path):
+        for first, chunk, newlines in chunks(path):
             if b"Condition" not in chunk and b"\\u" not in chunk:
                 continue
-            for number, raw in lines_at(chunk, first, _condition_starts(chunk)):
+            for number, raw in lines_at(chunk, first, _condition_starts(chunk, newlines)):
                 resource = parse_ndjson_line(raw, f"{path}:{number}", reads)
                 if resource is None or resource["resourceType"] != "Condition":
                     continue
@@ -102,17 +104,23 @@ def find_population(files: list[Path], reads: ScreeningReads, signs: PopulationS
     return sorted(ids)
 
 
-def _condition_starts(chunk: bytes) -> list[int]:
+def _condition_starts(chunk: bytes, newlines: int) -> list[int]:
     """Lines that are, or may be, Conditions: typed Condition, escaped, or not typed first."""
-    starts = []
+    lines = newlines + (0 if chunk.endswith(b"\n") else 1)
+    if chunk.count(b'\n{"resourceType"') + chunk.startswith(b'{"resourceType"') == lines:
+        # every line is typed first (a Claim naming a Condition is not one): C-speed searches only
+        starts = {m.start() for m in _CONDITION_START.finditer(b"\n" + chunk)}
+        starts.update(chunk.rfind(b"\n", 0, m.start()) + 1 for m in _ESCAPE.finditer(chunk))
+        return sorted(starts)
+    starts_list = []
     offset = 0
     for raw in chunk.splitlines(keepends=True):
         head = raw[:40]
         maybe = _CONDITION_LINE.match(head) or not head.startswith(b'{"resourceType"') or b"\\u" in raw
         if maybe and raw.strip():
-            starts.append(offset)
+            starts_list.append(offset)
         offset += len(raw)
-    return starts
+    return starts_list
 
 
 def _subject(resource: dict[str, Any]) -> str | None:
