@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -57,16 +56,18 @@ Path(sys.argv[3]).write_text(render(report, "json"), encoding="utf-8")
 
 
 def _run(argv: list[str]) -> dict[str, Any]:
-    """Run a process; its CPU seconds, wall seconds and peak RSS (MB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """Run a process; its CPU seconds, wall seconds and peak RSS (MB), its own and its children's."""
     start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # this process's usage only (RUSAGE_CHILDREN sums them all)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise RuntimeError(f"{argv[:4]} failed: {proc.stderr[-2000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "peak_rss_mb": round(after.ru_maxrss / 1024, 1)}
+        raise RuntimeError(f"{argv[:4]} failed: {err[-2000:].decode(errors='replace')}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
 def _screen(source: Path, out: Path, *extra: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 CHUNK_BYTES = 8 << 20
 _ID_CHARS = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -34,6 +35,7 @@ _PATIENT_TYPE = re.compile(rb'\{"resourceType": ?"Patient",')
 # A Patient line whose id is its second key: the only id it can have (else it is parsed).
 _PATIENT_ID_FIRST = re.compile(rb'\{"resourceType": ?"Patient", ?"id": ?"([A-Za-z0-9\-.]{1,64})"[,}]')
 _TYPED_LINE = re.compile(rb'\n\{"resourceType": ?"(Patient|Medication)",')
+_FIRST_TYPED = re.compile(rb'\{"resourceType": ?"(Patient|Medication)",')
 _ANY_REFERENCE = re.compile(rb'Patient(?:/|\\/)([A-Za-z0-9\-.]{1,64})(?=["/\\])')
 # A line with no patient reference at all (tested per line by the regex engine, not by Python).
 _NO_REFERENCE = re.compile(rb'^(?![^\n]*Patient(?:/|\\/)[A-Za-z0-9\-.]{1,64}["/\\])', re.MULTILINE)
@@ -83,7 +85,11 @@ class LineFilter:
             for pid in patient_ids:
                 if not _ID_CHARS.fullmatch(pid):
                     raise ValueError(f"not a FHIR id: {pid[:80]!r}")
-            self._pop = _ANY_REFERENCE  # tested against the set: one scan, whatever the population size
+            # One pass finds only our patients' references: the ids as a trie (shared prefixes tested once).
+            ids = _trie([p.encode() for p in set(patient_ids)])
+            self._pop = (
+                re.compile(rb"Patient(?:/|\\/)" + ids + rb'(?=["/\\])') if ids else re.compile(rb"(?!)")
+            )
             self._pop_ids = frozenset(patient_ids)
             self._pop_bytes = frozenset(p.encode() for p in patient_ids)
         self.everything = self._pop is None and owns is None
@@ -117,11 +123,15 @@ class LineFilter:
             return _line_starts(chunk)
         newlines = chunk.count(b"\n") if newlines is None else newlines
         lines = newlines + (0 if chunk.endswith(b"\n") else 1)
-        starts = chunk.count(b'\n{"resourceType":"') + chunk.startswith(_STARTS)
-        if starts != lines:
-            starts += chunk.count(b'\n{"resourceType": "')
-        # An empty line or one not typed first fails the first test, one not ending in } the second.
-        if starts != lines or chunk.count(b"}\n") + chunk.endswith(b"}") != lines:
+        # Every line typed first and ending in }: then each line boundary is '}\n{"resourceType":'
+        # (one count instead of one per test; an empty or truncated line breaks it).
+        plain = chunk.startswith(_STARTS) and (chunk.endswith(b"}\n") or chunk.endswith(b"}"))
+        if plain:
+            boundaries = chunk.count(b'}\n{"resourceType":"')
+            if boundaries != lines - 1:
+                boundaries += chunk.count(b'}\n{"resourceType": "')
+            plain = boundaries == lines - 1
+        if not plain:
             # Unusual lines in this chunk: decide line by line (the same rule).
             found = []
             offset = 0
@@ -131,19 +141,17 @@ class LineFilter:
                 offset += len(raw)
             return found
         wanted: set[int] = set()
-        for pattern in (_ESCAPE, _URN_REFERENCE):
+        # \u escapes and urn: references: two passes (one alternation has no literal to scan for)
+        patterns = [_ESCAPE, _URN_REFERENCE] + ([self._pop] if self._pop is not None else [])
+        for pattern in patterns:
             for match in pattern.finditer(chunk):
                 wanted.add(chunk.rfind(b"\n", 0, match.start()) + 1)
-        if self._pop is not None and not self._pop_bytes.isdisjoint(_ANY_REFERENCE.findall(chunk)):
-            pop = self._pop_bytes  # only chunks with one of ours pay a Python step per reference
-            for match in _ANY_REFERENCE.finditer(chunk):
-                if match[1] in pop:
-                    wanted.add(chunk.rfind(b"\n", 0, match.start()) + 1)
-        for match in _TYPED_LINE.finditer(b"\n" + chunk):
-            start = match.start()  # in the chunk (the search text has one byte more in front)
-            self.patient_lines += match[1] == b"Patient"
-            if match[1] == b"Medication" or self._patient_line_wanted(_PATIENT_ID_FIRST.match(chunk, start)):
-                wanted.add(start)
+        for match in _TYPED_LINE.finditer(chunk):
+            start = match.start() + 1
+            self._typed(match[1], chunk, start, wanted)
+        first = _FIRST_TYPED.match(chunk)
+        if first:
+            self._typed(first[1], chunk, 0, wanted)
         named = chunk.count(b'"subject":{"reference":"Patient/')
         if named < lines and named + chunk.count(b'"patient":{"reference":"Patient/') < lines:
             # Some line may name no patient: find those (the regex engine tests each line).
@@ -157,6 +165,12 @@ class LineFilter:
                     wanted.add(start)
         return sorted(wanted)
 
+    def _typed(self, rtype: bytes, chunk: bytes, start: int, wanted: set[int]) -> None:
+        """A Medication line (always wanted) or a Patient line (wanted by its id) at ``start``."""
+        self.patient_lines += rtype == b"Patient"
+        if rtype == b"Medication" or self._patient_line_wanted(_PATIENT_ID_FIRST.match(chunk, start)):
+            wanted.add(start)
+
     def _patient_line_wanted(self, first: re.Match[bytes] | None) -> bool:
         """A Patient line: wanted if its id is not plainly its second key, or is one of ours."""
         if first is None:
@@ -165,6 +179,28 @@ class LineFilter:
         if self._owns is not None:
             return self._owns(pid)
         return pid in self._pop_ids
+
+
+def _trie(words: list[bytes]) -> bytes:
+    """A regex matching exactly ``words``, as a trie: ``p1``, ``p10`` -> ``p1(?:0)?``."""
+    root: dict[int | None, Any] = {}
+    for word in words:
+        node = root
+        for byte in word:
+            node = node.setdefault(byte, {})
+        node[None] = {}
+
+    def build(node: dict[int | None, Any]) -> bytes:
+        branches = [
+            re.escape(bytes([k])) + build(v)
+            for k, v in sorted((k, v) for k, v in node.items() if k is not None)
+        ]
+        if not branches:
+            return b""
+        body = branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
+        return b"(?:" + body + b")?" if None in node else body
+
+    return build(root)
 
 
 def _line_starts(chunk: bytes) -> list[int]:
