@@ -355,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         metavar="N",
-        help="NDJSON export: processes to screen with (default: all cores)",
+        help="NDJSON export: processes to screen with (default: all cores, at most one per 200 patients of "
+        "the ALL population, as each reads the whole export)",
     )
     _server_options(p_screen, required=False)
     p_screen.set_defaults(func=cmd_screen)

@@ -43,6 +43,9 @@ from .population import (
 log = logging.getLogger(__name__)
 
 
+PATIENTS_PER_WORKER = 200
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
@@ -77,7 +80,7 @@ def screen_export(
     workers: int | None = None,
 ) -> ExportResults:
     files = tuple(ndjson_files(path))
-    workers = max(1, workers or default_workers())
+    asked = workers
     with collector_paused():
         ids: frozenset[str] | None = None
         if not all_patients:
@@ -85,6 +88,12 @@ def screen_export(
                 find_population(list(files), ScreeningReads(definition), PopulationSigns(definition))
             )
             log.info("screening population found", extra={"patients": len(ids)})
+        # Every worker reads the whole export for its share of the patients: by default, only as many
+        # workers as the population keeps busy (one per PATIENTS_PER_WORKER), so a small population is
+        # not paid for with one extra scan per core.
+        workers = max(1, asked or default_workers())
+        if asked is None and ids is not None:
+            workers = min(workers, max(1, len(ids) // PATIENTS_PER_WORKER))
         jobs = [_Job(files, definition, as_of, ids, share, workers) for share in range(workers)]
         if workers == 1:
             shares = [_screen_share(jobs[0])]
