@@ -341,3 +341,41 @@ def test_a_line_is_beaten_only_when_provably_older_for_each_of_its_codes():
     ]
     for line in unsure:
         assert not beaten.beaten(line, mine), line
+
+
+# --- hostile exports ---------------------------------------------------------------------------------
+
+
+def _hostile_cases() -> list[Any]:
+    from tests.unit.test_hostile_input import BAD
+
+    return BAD
+
+
+@pytest.mark.parametrize(
+    "options", [("--workers", "2"), ("--all-patients", "--workers", "2")], ids=["default", "all"]
+)
+@pytest.mark.parametrize("case", _hostile_cases(), ids=[c.id for c in _hostile_cases()])
+def test_a_broken_export_is_the_same_clear_error_with_workers_and_all_patients(
+    case, options, tmp_path, capsys
+):
+    from tests.unit.test_hostile_input import assert_one_line_error, bad_texts, write_ndjson
+
+    folder = write_ndjson(tmp_path / "export", bad_texts(case))
+    output = tmp_path / "report.json"
+    argv = [
+        "screen",
+        "--source",
+        str(folder),
+        "--as-of",
+        AS_OF.isoformat(),
+        "--output",
+        str(output),
+        "--quiet",
+    ]
+    try:
+        code = main([*argv, *options])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    last = assert_one_line_error(code, capsys.readouterr().err, case.ndjson_error or case.bundle_error)
+    assert ".ndjson:" in last and not output.exists()
