@@ -6,15 +6,20 @@ about a patient we screen. The rule (``wanted_line``) is conservative:
 
 - the patient a resource is about is ``Patient/<id>`` (``record.normalise_reference``), with ``<id>``
   of ``[A-Za-z0-9-.]`` only, so a line about patient ``p`` holds ``Patient/p`` (or ``Patient\\/p``, a
-  legal JSON escape) followed by ``"``, ``/`` (``/_history``) or ``\\``; a Patient line holds
-  ``"id":"p"`` (any whitespace). Those bytes anywhere in the line make it wanted, wherever they are
-  (a contained resource, an ``encounter``): parsing then attributes it exactly as before;
-- a line we cannot read that way is always wanted (parsed and checked as before): ``\\u`` escapes (which
-  can spell any key or id), ``urn:`` references (an error in NDJSON), a line that does not start with
-  ``{"resourceType":`` or does not end with ``}``, and Medication lines (shared by every patient).
+  legal JSON escape) followed by ``"``, ``/`` (``/_history``) or ``\\``. Those bytes anywhere in the
+  line make it wanted (a contained resource, an ``encounter``): parsing then attributes it as before;
+- a Patient line is skipped only when its id is plainly its second key (``{"resourceType":"Patient",
+  "id":"x"``) and not one of ours; any other Patient line is parsed;
+- always wanted (parsed and checked as before): ``\\u`` escapes (which can spell any key or id),
+  ``urn:`` references (an error in NDJSON), a line that does not start with ``{"resourceType":`` or
+  does not end with ``}``, Medication lines (shared by every patient), and a line naming no patient
+  at all (so its errors are still reported).
 
-``LineFilter.wanted_starts`` applies the same rule to a whole chunk with C-speed searches, so the cost
-of another patient's line is a few byte scans, not a Python step.
+``LineFilter.wanted_starts`` applies the same rule to a whole chunk with C-speed searches (one pass
+per test, the population's ids as one trie regex), so the cost of another patient's line is a few
+byte scans, not a Python step. Only for the "names no patient" test it trusts a count (every line
+has a ``"subject"``/``"patient"`` reference) before searching line by line: that test is about error
+reporting, never about whose data a line is.
 """
 
 from __future__ import annotations
