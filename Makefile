@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 AS_OF  ?= 2026-11-23
 HAPI_JAR := docker/hapi/target/hapi-server.jar
 
-.PHONY: install demo test unit lint hapi hapi-run profiles lock clean bench bench-ingest browser screenshot
+.PHONY: install demo test unit lint hapi hapi-run profiles lock clean bench bench-ingest bench-files-dense browser screenshot
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,13 @@ bench: install hapi
 
 bench-ingest: install hapi
 	$(BIN)/python -m bench.ingest
+
+# Files screening on the dense hospital (issue 18): CPU against reading the export once, workers,
+# --all-patients, byte-identical checks; results in bench/results/files-dense-latest.*.
+# BENCH_DENSE_OPTS=--synthea uses Synthea people (Java 17 + Maven; ~/.cache/trial-adapter-bench).
+BENCH_DENSE_SIZES ?= 2000,10000
+bench-files-dense: install
+	$(BIN)/python -m bench.files_dense --sizes $(BENCH_DENSE_SIZES) $(BENCH_DENSE_OPTS)
 
 # Recompile the FSH profiles (needs Node 20 + npm); the compiled JSON is committed.
 profiles:

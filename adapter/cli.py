@@ -337,13 +337,22 @@ def cmd_screen(args: argparse.Namespace) -> int:
         report = asyncio.run(run())
     else:
         source = sample_bundle_path() if args.sample else args.source
-        report = screen_files(source, definition, args.as_of, progress)
+        if args.workers is not None and args.workers < 1:
+            raise CliError("--workers must be at least 1", EXIT_USAGE)
+        report = screen_files(
+            source, definition, args.as_of, progress, all_patients=args.all_patients, workers=args.workers
+        )
     write_output(render(report, args.format), args.output)
     summary = report.summary
     if not args.quiet:
         print(
             f"screened {summary.screened} patients as of {report.as_of.isoformat()}: "
-            f"{summary.candidates} candidates, {summary.not_eligible} not eligible",
+            f"{summary.candidates} candidates, {summary.not_eligible} not eligible"
+            + (
+                f"; {summary.outside_population} outside the ALL population (not listed)"
+                if summary.outside_population is not None
+                else ""
+            ),
             file=sys.stderr,
         )
         if summary.population:
@@ -445,6 +454,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, metavar="FILE", help="write the report here (default: stdout)"
     )
     p_screen.add_argument("--quiet", action="store_true", help="no summary or progress on stderr")
+    p_screen.add_argument(
+        "--all-patients",
+        action="store_true",
+        help="NDJSON export: list every patient (default: only those with a sign of ALL; the others are "
+        "counted in summary.outsidePopulation)",
+    )
+    p_screen.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="NDJSON export: processes to screen with (default: all cores, at most one per 200 patients of "
+        "the ALL population, as each reads the whole export)",
+    )
     _server_options(p_screen, required=False)
     p_screen.set_defaults(func=cmd_screen)
 

@@ -136,7 +136,7 @@ class UnmappedItem(_Model):
 
 
 class Summary(_Optional):
-    _omit_when_none = ("population", "funnel", "unmapped")
+    _omit_when_none = ("population", "outside_population", "funnel", "unmapped")
 
     screened: int
     candidates: int
@@ -145,6 +145,9 @@ class Summary(_Optional):
     population: str | None = None
     funnel: Funnel | None = None
     unmapped: list[UnmappedItem] | None = None
+    # Files: patients of the export with no sign of the disease, counted and not listed (absent when
+    # every patient is listed).
+    outside_population: int | None = Field(default=None, alias="outsidePopulation")
 
 
 class CriterionInfo(_Model):
@@ -179,6 +182,7 @@ class ScreeningReport(_Optional):
         as_of: date,
         patients: list[PatientResult],
         definition: CriteriaDefinition | None = None,
+        outside_population: int | None = None,
     ) -> ScreeningReport:
         from .funnel import build_funnel
         from .resolve import concept_infos
@@ -193,6 +197,7 @@ class ScreeningReport(_Optional):
                 candidates=candidates,
                 notEligible=len(patients) - candidates,
                 funnel=build_funnel(patients),
+                outsidePopulation=outside_population,
             ),
             patients=patients,
             criteria=[

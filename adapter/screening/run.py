@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 from adapter.fhir.client import FhirClient
+from adapter.sources.export import screen_export
 from adapter.sources.files import SourceError, collector_paused, fhir_problem, load_records
 from adapter.sources.server import ServerSource
 from mappings.criteria import CriteriaDefinition
@@ -67,9 +68,10 @@ def report_for(
     results: list[PatientResult],
     unmapped: UnmappedCollector | None = None,
     population: str | None = None,
+    outside_population: int | None = None,
 ) -> ScreeningReport:
     results.sort(key=lambda r: r.patient)  # stable order whatever the source's order of arrival
-    report = ScreeningReport.build(definition.study, as_of, results, definition)
+    report = ScreeningReport.build(definition.study, as_of, results, definition, outside_population)
     report.summary.population = population
     if unmapped is not None:
         report.summary.unmapped = [UnmappedItem.model_validate(e) for e in unmapped.entries()]
@@ -81,8 +83,23 @@ def report_for(
 
 
 def screen_files(
-    path: Path, definition: CriteriaDefinition, as_of: date, progress: Progress | None = None
+    path: Path,
+    definition: CriteriaDefinition,
+    as_of: date,
+    progress: Progress | None = None,
+    *,
+    all_patients: bool = False,
+    workers: int | None = None,
 ) -> ScreeningReport:
+    """A Bulk Data export (NDJSON) is screened population first (``screen_export``; every patient
+    with ``all_patients``); a Bundle, small by nature, lists every patient."""
+    if path.is_dir() or path.suffix == ".ndjson":
+        done = screen_export(path, definition, as_of, all_patients=all_patients, workers=workers)
+        if progress:
+            progress(len(done.results), len(done.results))
+        return report_for(
+            definition, as_of, done.results, done.unmapped, outside_population=done.outside_population
+        )
     reads = ScreeningReads(definition)
     builder = load_records(path, reads)
     total = len(builder.patient_keys())

@@ -99,13 +99,33 @@ class UnmappedCollector:
                 self._entries[key] = entry
             entry.count += 1
             ref = resource_key(resource)
-            if ref and len(entry.examples) < MAX_EXAMPLES and ref not in entry.examples:
-                entry.examples.append(ref)
+            if ref:
+                _keep_example(entry.examples, ref)
+
+    def findings(self) -> dict[tuple[Any, ...], _Entry]:
+        """What was found so far, small enough to send from a worker process to ``absorb``."""
+        return self._entries
+
+    def absorb(self, findings: dict[tuple[Any, ...], _Entry]) -> None:
+        """Add another collector's findings (a worker's share of the patients): counts add up and the
+        examples are the same as one collector over every patient would keep."""
+        for key, found in findings.items():
+            entry = self._entries.get(key)
+            if entry is None:
+                if len(self._entries) >= MAX_ENTRIES * 20:
+                    continue
+                entry = self._entries[key] = _Entry(
+                    found.kind, found.system, found.code, found.text, found.resource_type
+                )
+            entry.count += found.count
+            for ref in found.examples:
+                _keep_example(entry.examples, ref)
 
     def entries(self) -> list[dict[str, Any]]:
         """The most frequent first, at most ``MAX_ENTRIES``."""
         ordered = sorted(
-            self._entries.values(), key=lambda e: (-e.count, e.kind, e.system or "", e.code or "")
+            self._entries.values(),
+            key=lambda e: (-e.count, e.kind, e.system or "", e.code or "", e.text or "", e.resource_type),
         )
         return [
             {
@@ -119,6 +139,14 @@ class UnmappedCollector:
             }
             for e in ordered[:MAX_ENTRIES]
         ]
+
+
+def _keep_example(examples: list[str], ref: str) -> None:
+    """The smallest ids seen, in order: the same examples whatever order the records come in."""
+    if ref not in examples:
+        examples.append(ref)
+        examples.sort()
+        del examples[MAX_EXAMPLES:]
 
 
 def _display(codings: list[dict[str, Any]], code: str | None) -> str | None:

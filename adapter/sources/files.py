@@ -177,6 +177,43 @@ def _bundle_resources(
         yield resource, full_url
 
 
+def parse_ndjson_line(
+    raw: bytes, where: str, reads: ScreeningReads | None, defer: bool = False, skip_unread: bool = True
+) -> dict[str, Any] | None:
+    """One NDJSON line, checked; None when it is blank or a resource no criterion reads.
+
+    ``defer``: an Observation screening reads is type-checked only; the caller validates the ones that
+    decide (``check_resource``), so a long history is not validated result by result."""
+    if skip_unread and reads is not None and reads.skippable_line(raw):
+        return None  # a resource no criterion reads: not worth parsing
+    if not raw.strip():
+        return None
+    try:
+        value = loads_fhir_json(raw)
+    except UnicodeDecodeError:
+        raise SourceError(f"{where}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{where}: invalid JSON: {exc.msg}") from None
+    except FhirJsonError as exc:
+        raise SourceError(f"{where}: invalid FHIR JSON: {exc}") from None
+    except RecursionError:
+        raise SourceError(f"{where}: JSON nested too deeply") from None
+    if defer and isinstance(value, dict) and value.get("resourceType") == "Observation":
+        resource = _resource(value, where)
+    else:
+        resource = _checked(value, where, reads)
+    if b"urn:" in raw or b"\\u" in raw:  # the walk is costly; most lines cannot hold one
+        for ref in references_in(resource):
+            if ref.startswith(("urn:uuid:", "urn:oid:")):
+                raise SourceError(f"{where}: reference {ref[:200]} cannot be resolved in NDJSON")
+    return resource
+
+
+def check_resource(resource: dict[str, Any], where: str, reads: ScreeningReads | None) -> None:
+    """The check ``parse_ndjson_line(defer=True)`` left to the caller."""
+    _checked(resource, where, reads)
+
+
 def _ndjson(path: Path, reads: ScreeningReads | None) -> Iterator[dict[str, Any]]:
     skipped = 0
     skippable = reads.skippable_line if reads is not None else None
@@ -186,29 +223,25 @@ def _ndjson(path: Path, reads: ScreeningReads | None) -> Iterator[dict[str, Any]
                 if skippable is not None and skippable(raw):
                     skipped += 1  # a resource no criterion reads: not worth parsing
                     continue
-                if not raw.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    value = loads_fhir_json(raw)
-                except UnicodeDecodeError:
-                    raise SourceError(f"{where}: not UTF-8 text") from None
-                except json.JSONDecodeError as exc:
-                    raise SourceError(f"{where}: invalid JSON: {exc.msg}") from None
-                except FhirJsonError as exc:
-                    raise SourceError(f"{where}: invalid FHIR JSON: {exc}") from None
-                except RecursionError:
-                    raise SourceError(f"{where}: JSON nested too deeply") from None
-                resource = _checked(value, where, reads)
-                if b"urn:" in raw or b"\\u" in raw:  # the walk is costly; most lines cannot hold one
-                    for ref in references_in(resource):
-                        if ref.startswith(("urn:uuid:", "urn:oid:")):
-                            raise SourceError(f"{where}: reference {ref[:200]} cannot be resolved in NDJSON")
-                yield resource
+                resource = parse_ndjson_line(raw, f"{path}:{number}", reads, skip_unread=False)
+                if resource is not None:
+                    yield resource
     except OSError as exc:
         raise SourceError(f"{path}: cannot read: {exc.strerror}") from None
     if skipped:
         log.info("resources not read", extra={"file": path.name, "count": skipped})
+
+
+def ndjson_files(path: Path) -> list[Path]:
+    """The NDJSON files of an export directory (sorted: the order resources are read in), or the file."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix == ".ndjson" and p.is_file())
+        if not files:
+            raise SourceError(f"{path}: no .ndjson files (expected a Bulk Data export directory)")
+        return files
+    if path.is_file():
+        return [path]
+    raise SourceError(f"{path}: no such file or directory")
 
 
 @contextlib.contextmanager
@@ -237,20 +270,13 @@ def load_records(path: Path, reads: ScreeningReads | None = None) -> RecordBuild
 
 def _load(path: Path, reads: ScreeningReads | None) -> RecordBuilder:
     builder = RecordBuilder()
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix == ".ndjson" and p.is_file())
-        if not files:
-            raise SourceError(f"{path}: no .ndjson files (expected a Bulk Data export directory)")
-        for file in files:
+    if path.is_dir() or path.suffix == ".ndjson":
+        for file in ndjson_files(path):
             for resource in _ndjson(file, reads):
                 builder.add(resource)
     elif path.is_file():
-        if path.suffix == ".ndjson":
-            for resource in _ndjson(path, reads):
-                builder.add(resource)
-        else:
-            for resource, full_url in _bundle_resources(path, reads):
-                builder.add(resource, full_url)
+        for resource, full_url in _bundle_resources(path, reads):
+            builder.add(resource, full_url)
     else:
         raise SourceError(f"{path}: no such file or directory")
     return builder

@@ -219,7 +219,10 @@ def test_synthetic_hospital_every_unknown_resolved_and_funnel_adds_up(tmp_path):
     from bench import synth
 
     synth.write_ndjson(2000, tmp_path / "hospital")
-    report = screen_files(tmp_path / "hospital", definition(), AS_OF)
+    report = screen_files(tmp_path / "hospital", definition(), AS_OF, all_patients=True)
+    population = screen_files(tmp_path / "hospital", definition(), AS_OF).summary
+    assert population.funnel is not None and population.outside_population is not None
+    assert population.funnel.screened + population.outside_population == 2000
     unknown = [c for p in report.patients for c in p.criteria if c.result == "unknown"]
     assert unknown and all(c.resolve is not None and c.resolve.needs for c in unknown)
     funnel = report.summary.funnel

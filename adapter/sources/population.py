@@ -1,0 +1,284 @@
+"""The study population of a file export, found first: Conditions are few, so they are read first.
+
+A patient is in the population when any of their Conditions *might* be acute lymphoblastic leukaemia
+(``PopulationSigns.is_sign``): conservative by design, because a patient outside it is counted, not
+screened. Every Condition line of the export is read and checked here, exactly as the full path reads
+it (same errors), whoever it is about.
+
+``DecidingObservations`` keeps, while a patient's lines stream in, only the Observations that can
+decide a result; the others are dropped before they are validated or held in memory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from adapter.screening.dates import day_of, effective_day
+from adapter.screening.engine import _IGNORED_OBSERVATION, _instant_key
+from adapter.screening.reads import ScreeningReads
+from adapter.screening.record import SUBJECT_ELEMENT, normalise_reference
+from adapter.screening.signs import DiagnosisSigns
+from mappings.criteria import CriteriaDefinition, DiagnosisClause
+
+from .files import parse_ndjson_line
+from .ndjson_scan import chunks, lines_at
+
+# Free text that may name ALL (hook for text / local-code matching): a Condition whose code carries
+# it is a sign even when no coding matches. Case-sensitive acronyms; "lymphoblast" in any case.
+_ALL_TEXT = re.compile(r"(?i:lymphoblast)|\b[TB]?-?ALL\b|\b[TB]-?LBL\b")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_CONDITION_START = re.compile(rb'\n\{\s*"resourceType"\s*:\s*"Condition"')  # offsets: text has \n in front
+_ESCAPE = re.compile(rb"\\u")
+_CONDITION_LINE = re.compile(rb'\{\s*"resourceType"\s*:\s*"Condition"')
+
+
+class PopulationSigns:
+    """The one question the population pass asks: might this Condition be a sign of the disease?"""
+
+    def __init__(self, definition: CriteriaDefinition) -> None:
+        diagnosis: DiagnosisClause = definition.diagnosis_clause()
+        names = [diagnosis.lineage, diagnosis.unknown_lineage, *diagnosis.status]
+        if diagnosis.other_lineage:
+            names.append(diagnosis.other_lineage)  # B-lineage ALL: screened (and said so), not hidden
+        self._concepts = [definition.concepts[name] for name in dict.fromkeys(names)]
+        self._signs = DiagnosisSigns(definition)  # the criteria's own wording and broader codes
+        self._maps = definition.concept_maps  # a site's local codes
+
+    def is_sign(self, condition: dict[str, Any]) -> bool:
+        """True if any coding of the code or of an extension's CodeableConcept is in the diagnosis
+        concept sets (matched by the concept sets themselves, so richer matching applies here
+        unchanged), if its text names ALL, or if it is too malformed to tell."""
+        concepts: list[Any] = [condition.get("code")]
+        extensions = condition.get("extension")
+        if extensions is not None:
+            if not isinstance(extensions, list):
+                return True
+            concepts += [e.get("valueCodeableConcept") for e in extensions if isinstance(e, dict)]
+        return any(self._concept_is_sign(concept) for concept in concepts)
+
+    def _concept_is_sign(self, concept: Any) -> bool:
+        if concept is None:
+            return False
+        if not isinstance(concept, dict):
+            return True
+        concept = self._maps.translate_concept(concept)
+        if self._signs.any_sign(concept):
+            return True
+        text = concept.get("text")
+        if isinstance(text, str) and _ALL_TEXT.search(text):
+            return True
+        codings = concept.get("coding")
+        if codings is None:
+            return False
+        if not isinstance(codings, list):
+            return True
+        for coding in codings:
+            if not isinstance(coding, dict):
+                return True
+            system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+            if not isinstance(system, str | None) or not isinstance(code, str | None):
+                return True
+            if any(c.matches(system, code) for c in self._concepts):
+                return True
+            if isinstance(display, str) and _ALL_TEXT.search(display):
+                return True
+        return False
+
+
+def find_population(files: list[Path], reads: ScreeningReads, signs: PopulationSigns) -> list[str]:
+    """Read every Condition of the export (checked as the full path checks them); the ids of the
+    patients with a sign of the disease, sorted."""
+    ids: set[str] = set()
+    for path in files:
+        for first, chunk, newlines in chunks(path):
+            if b"Condition" not in chunk and b"\\u" not in chunk:
+                continue
+            for number, raw in lines_at(chunk, first, _condition_starts(chunk, newlines)):
+                resource = parse_ndjson_line(raw, f"{path}:{number}", reads)
+                if resource is None or resource["resourceType"] != "Condition":
+                    continue
+                if signs.is_sign(resource):
+                    key = _subject(resource)
+                    pid = key.removeprefix("Patient/") if key else ""
+                    if key and key.startswith("Patient/") and _ID.fullmatch(pid):
+                        ids.add(pid)  # another id is no valid Patient's: nobody to screen
+    return sorted(ids)
+
+
+def _condition_starts(chunk: bytes, newlines: int) -> list[int]:
+    """Lines that are, or may be, Conditions: typed Condition, escaped, or not typed first."""
+    lines = newlines + (0 if chunk.endswith(b"\n") else 1)
+    if chunk.count(b'\n{"resourceType"') + chunk.startswith(b'{"resourceType"') == lines:
+        # every line is typed first (a Claim naming a Condition is not one): C-speed searches only
+        starts = {m.start() for m in _CONDITION_START.finditer(b"\n" + chunk)}
+        starts.update(chunk.rfind(b"\n", 0, m.start()) + 1 for m in _ESCAPE.finditer(chunk))
+        return sorted(starts)
+    starts_list = []
+    offset = 0
+    for raw in chunk.splitlines(keepends=True):
+        head = raw[:40]
+        maybe = _CONDITION_LINE.match(head) or not head.startswith(b'{"resourceType"') or b"\\u" in raw
+        if maybe and raw.strip():
+            starts_list.append(offset)
+        offset += len(raw)
+    return starts_list
+
+
+def _subject(resource: dict[str, Any]) -> str | None:
+    subject = resource.get(SUBJECT_ELEMENT["Condition"])
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    return normalise_reference(ref) if isinstance(ref, str) else None
+
+
+@dataclass
+class DecidingObservations:
+    """One patient's Observations, keeping only those that can decide a result.
+
+    The engine judges an observation clause on the most recent dated result (on or before the as-of
+    date, status not ignored) among the clause's codes, the first in record order on a tie. So for each
+    criteria code only the results with its newest instant can be chosen; an older one, whose every
+    criteria code has a newer result, cannot. Everything else is kept: undated, future-dated or ignored
+    results, and Observations with no criteria code at the top level (e.g. one read by a component).
+    """
+
+    codes: frozenset[tuple[str, str]]
+    as_of: date
+    _best: dict[tuple[str, str], tuple[Any, list[int]]] = field(default_factory=dict)
+    _kept: dict[int, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    _pinned: int = 0
+
+    def add(self, seq: int, obs: dict[str, Any], where: str) -> None:
+        mine = self._criteria_codes(obs)
+        day = effective_day(obs) if mine else None
+        if not mine or _ignored(obs) or day is None or day > self.as_of:
+            self._kept[seq] = (obs, where)
+            self._pinned += 1
+            return
+        key = _instant_key(obs, day)
+        chosen = False
+        for code in mine:
+            best = self._best.get(code)
+            if best is None or key > best[0]:
+                self._best[code] = (key, [seq])
+                chosen = True
+            elif key == best[0]:
+                best[1].append(seq)
+                chosen = True
+        if chosen:
+            self._kept[seq] = (obs, where)
+            if len(self._kept) > 2 * (self._pinned + len(self._best)) + 64:
+                self._drop_beaten()
+
+    def newer_than(self, code: tuple[str, str], key: Any) -> bool:
+        """Whether a result kept for this code is strictly newer than ``key``."""
+        best = self._best.get(code)
+        return best is not None and best[0] > key
+
+    def kept(self) -> Iterator[tuple[int, dict[str, Any], str]]:
+        self._drop_beaten()
+        for seq in sorted(self._kept):
+            obs, where = self._kept[seq]
+            yield seq, obs, where
+
+    def _drop_beaten(self) -> None:
+        winners = {seq for _, seqs in self._best.values() for seq in seqs}
+        for seq in [s for s, (obs, _) in self._kept.items() if s not in winners and self._prunable(obs)]:
+            del self._kept[seq]
+
+    def _prunable(self, obs: dict[str, Any]) -> bool:
+        if not self._criteria_codes(obs) or _ignored(obs):
+            return False
+        day = effective_day(obs)
+        return day is not None and day <= self.as_of
+
+    def _criteria_codes(self, obs: dict[str, Any]) -> list[tuple[str, str]]:
+        code = obs.get("code")
+        codings = code.get("coding") if isinstance(code, dict) else None
+        if not isinstance(codings, list):
+            return []
+        found = []
+        for coding in codings:
+            if isinstance(coding, dict):
+                system, code = coding.get("system"), coding.get("code")
+                if isinstance(system, str) and isinstance(code, str) and (system, code) in self.codes:
+                    found.append((system, code))
+        return found
+
+
+def _ignored(obs: dict[str, Any]) -> bool:
+    """Status the engine ignores; a malformed one is kept (validation names it)."""
+    status = obs.get("status")
+    return not isinstance(status, str | None) or status in _IGNORED_OBSERVATION
+
+
+def observation_codes(definition: CriteriaDefinition) -> frozenset[tuple[str, str]]:
+    return frozenset((c.system, c.code) for c in definition.observation_codes())
+
+
+def population_of(resources: Iterable[dict[str, Any]], signs: PopulationSigns) -> set[str]:
+    """Patient keys with a sign of the disease among parsed resources (Bundles, tests)."""
+    out = set()
+    for resource in resources:
+        if resource.get("resourceType") == "Condition" and signs.is_sign(resource):
+            key = _subject(resource)
+            if key:
+                out.add(key)
+    return out
+
+
+class RawBeaten:
+    """Whether an Observation line is beaten before it is parsed: older than its patient's newest result
+    for every criteria code it may carry. The same argument as ``DecidingObservations``, on bytes:
+
+    - a plain Observation line without any backslash (no escape can hide a code or a date), without
+      components or contained resources, and with no date element but one ``effectiveDateTime``;
+    - the criteria code values it holds anywhere (a superset of its top-level codes): for each, every
+      criteria (system, code) pair with that value already has a result strictly newer than this date.
+
+    If that single ``effectiveDateTime`` is not top-level, the result is undated; an undated result
+    decides nothing where a dated one exists, which it does for each of its codes. Anything else is
+    parsed."""
+
+    _START = (b'{"resourceType":"Observation",', b'{"resourceType": "Observation",')
+    _UNSURE = re.compile(
+        rb'"(?:contained|component|effectivePeriod|effectiveInstant|occurrenceDateTime|performedDateTime'
+        rb'|performedPeriod|authoredOn|dateAsserted)"'
+    )
+    _EFFECTIVE = re.compile(rb'"effectiveDateTime"\s*:\s*"([^"]*)"')
+    _PATIENT = re.compile(rb'Patient/([A-Za-z0-9\-.]{1,64})(?=["/])')
+
+    def __init__(self, codes: frozenset[tuple[str, str]], as_of: date) -> None:
+        self.as_of = as_of
+        self._pairs: dict[bytes, list[tuple[str, str]]] = {}
+        for system, code in codes:
+            self._pairs.setdefault(code.encode(), []).append((system, code))
+        values = sorted(self._pairs, key=len, reverse=True)
+        self._code = re.compile(rb'"code"\s*:\s*"(' + b"|".join(re.escape(v) for v in values) + rb')"')
+
+    def beaten(self, raw: bytes, deciding: dict[str, DecidingObservations]) -> bool:
+        # cheapest tests first: most lines fail one of them
+        if not raw.startswith(self._START) or b"\\" in raw or raw.count(b'"effectiveDateTime"') != 1:
+            return False
+        patients = set(self._PATIENT.findall(raw))
+        if len(patients) != 1:
+            return False
+        mine = deciding.get(f"Patient/{patients.pop().decode()}")
+        if mine is None:
+            return False
+        values = set(self._code.findall(raw))
+        if not values or self._UNSURE.search(raw):
+            return False
+        found = self._EFFECTIVE.search(raw)
+        if found is None:
+            return False
+        value = found[1].decode()
+        day = day_of(value)
+        if day is None or day > self.as_of:
+            return False
+        key = _instant_key({"effectiveDateTime": value}, day)
+        return all(mine.newer_than(pair, key) for v in values for pair in self._pairs[v])
