@@ -137,7 +137,6 @@ def _progress(enabled: bool) -> Callable[[int, int], None] | None:
 def cmd_map(args: argparse.Namespace) -> int:
     from mappings.resources import build_study_resources, transaction_bundle
     from mappings.study import load_study
-    from mappings.valuesets import concept_valuesets
 
     folder = study_dir(args.study)
     criteria = load_criteria(folder / "criteria.yaml")
@@ -146,18 +145,18 @@ def cmd_map(args: argparse.Namespace) -> int:
     for resource in built.all():
         name = f"{resource['resourceType']}-{resource['id']}.json"
         write_output(json.dumps(resource, indent=2, ensure_ascii=False) + "\n", out / name)
+    # transaction.json holds the ValueSets too: what `publish` sends.
     write_output(
         json.dumps(transaction_bundle(built), indent=2, ensure_ascii=False) + "\n", out / "transaction.json"
     )
     # The concept sets as ValueSets (is-a filters for roots): the same definition screening evaluates.
-    valuesets = concept_valuesets(criteria)
-    for valueset in valuesets:
+    for valueset in built.valuesets:
         write_output(
             json.dumps(valueset, indent=2, ensure_ascii=False) + "\n",
             out / "valuesets" / f"ValueSet-{valueset['id']}.json",
         )
     print(
-        f"wrote {len(built.all())} resources, transaction.json and {len(valuesets)} ValueSets to {out}",
+        f"wrote {len(built.all())} resources, transaction.json and {len(built.valuesets)} ValueSets to {out}",
         file=sys.stderr,
     )
     return 0

@@ -1,9 +1,10 @@
 """Publish the study's resources to a FHIR server, idempotently.
 
-Each resource is looked up by its business identifier first. Unchanged resources are not sent at all,
-so a second run creates no new versions even on servers that version identical updates. Changed ones
-are updated in place (PUT Type/id); new ones are created by conditional update (PUT Type?identifier=),
-all in one transaction, which a retry may safely resend.
+Each resource is looked up by its business identifier first (the criteria's concept-set ValueSets by
+their canonical url). Unchanged resources are not sent at all, so a second run creates no new versions
+even on servers that version identical updates. Changed ones are updated in place (PUT Type/id); new ones
+are created by conditional update (PUT Type?identifier=, PUT ValueSet?url=), all in one transaction,
+which a retry may safely resend.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ _IGNORED = ("id", "meta")
 class PlannedChange:
     action: str  # create | update | unchanged
     resource_type: str
-    search: str  # the conditional URL (Type?identifier=...)
+    search: str  # the conditional URL (Type?identifier=... or ValueSet?url=...)
     full_url: str
     resource: dict[str, Any]
     existing_id: str | None = None

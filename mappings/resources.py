@@ -2,8 +2,9 @@
 
 ``build_study_resources`` returns the sponsor Organization, the ResearchStudy, its protocol (PlanDefinition)
 and its eligibility criteria (Group) as plain JSON dicts that conform to the adapter's profiles
-(``fhir_profiles/``); ``transaction_bundle`` wraps them in an idempotent transaction (conditional updates on
-business identifiers, ``urn:uuid`` references between the entries).
+(``fhir_profiles/``), plus one ValueSet per criteria concept set (``mappings.valuesets``);
+``transaction_bundle`` wraps them in an idempotent transaction (conditional updates on business
+identifiers, ValueSets on their canonical url, ``urn:uuid`` references between the entries).
 
 Every study fact comes from the study files; this module only holds terminology (code systems, the codes
 used for each kind of criterion, the v2 -> FHIR value maps). Every resource is validated against the
@@ -42,6 +43,7 @@ from mappings.criteria import (
     WithinYears,
 )
 from mappings.study import DURATION_UNITS, Study, StudyDefinitionError
+from mappings.valuesets import concept_valuesets
 
 # --- canonical URLs and systems -----------------------------------------------------------------
 
@@ -171,9 +173,17 @@ class StudyResources:
     research_study: dict[str, Any]
     plan_definition: dict[str, Any]
     group: dict[str, Any]
+    # One per criteria concept set (mappings.valuesets): published beside the Group, so the sets the
+    # server holds are the ones screening evaluates.
+    valuesets: tuple[dict[str, Any], ...] = ()
 
     def all(self) -> list[dict[str, Any]]:
+        """The study resources proper (ValueSets apart: see ``published``)."""
         return [self.organization, self.research_study, self.plan_definition, self.group]
+
+    def published(self) -> list[dict[str, Any]]:
+        """Everything ``publish`` sends, in one transaction: the study resources, then the ValueSets."""
+        return [*self.all(), *self.valuesets]
 
 
 # --- small builders -----------------------------------------------------------------------------
@@ -735,7 +745,8 @@ def _check_consistent(study: Study, criteria: CriteriaDefinition) -> None:
 
 
 def build_study_resources(study: Study, criteria: CriteriaDefinition) -> StudyResources:
-    """The study's Organization, ResearchStudy, PlanDefinition and Group, validated, as JSON dicts.
+    """The study's Organization, ResearchStudy, PlanDefinition, Group and concept-set ValueSets,
+    validated, as JSON dicts.
 
     References between them are relative (``Group/<NCT>-eligibility``); ``transaction_bundle``
     turns them into the entries' ``urn:uuid`` full URLs.
@@ -746,8 +757,8 @@ def build_study_resources(study: Study, criteria: CriteriaDefinition) -> StudyRe
     plan = _plan_definition(study, criteria, status)
     group = _group(study, criteria)
     research_study = _research_study(study, criteria, organization, plan, group)
-    built = StudyResources(organization, research_study, plan, group)
-    for resource in built.all():
+    built = StudyResources(organization, research_study, plan, group, tuple(concept_valuesets(criteria)))
+    for resource in built.published():
         validate(resource)
     return built
 
@@ -758,12 +769,21 @@ def business_identifier(resource: dict[str, Any]) -> tuple[str, str]:
     return identifier["system"], identifier["value"]
 
 
+def _is_canonical(resource: dict[str, Any]) -> bool:
+    """A ValueSet is matched on its canonical ``url`` (what references to it name), not an identifier."""
+    return resource["resourceType"] == "ValueSet"
+
+
 def conditional_url(resource: dict[str, Any]) -> str:
+    if _is_canonical(resource):
+        return f"ValueSet?url={quote(resource['url'], safe='')}"
     system, value = business_identifier(resource)
     return f"{resource['resourceType']}?identifier={quote(search_token(system, value), safe='')}"
 
 
 def full_url(resource: dict[str, Any]) -> str:
+    if _is_canonical(resource):
+        return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, resource['url'])}"
     system, value = business_identifier(resource)
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{system}|{value}')}"
 
@@ -783,7 +803,8 @@ def rewrite_references(value: Any, aliases: dict[str, str]) -> Any:
 
 
 def transaction_bundle(resources: StudyResources) -> dict[str, Any]:
-    """A transaction of conditional updates (``PUT Type?identifier=system|value``), one per resource.
+    """A transaction of conditional updates (``PUT Type?identifier=system|value``; ValueSets
+    ``PUT ValueSet?url=canonical``), one per resource, the ValueSets included.
 
     Entries are identified by ``urn:uuid`` full URLs derived (uuid5) from their business identifiers and
     reference each other through them, so the server resolves the references to whatever ids it holds.
@@ -791,7 +812,7 @@ def transaction_bundle(resources: StudyResources) -> dict[str, Any]:
     matches and updates the match otherwise (an id in the body would need "update as create" support
     and could disagree with the matched resource).
     """
-    resources_list = resources.all()
+    resources_list = resources.published()
     aliases = {f"{r['resourceType']}/{r['id']}": full_url(r) for r in resources_list}
     entries = []
     for resource in resources_list:

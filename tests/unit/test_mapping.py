@@ -550,10 +550,14 @@ def test_bundle_conditional_urls(bundle):
         assert request["method"] == "PUT"
         split = urlsplit(request["url"])
         assert split.path == resource["resourceType"]
-        identifier = resource["identifier"][0]
-        assert parse_qs(split.query) == {"identifier": [f"{identifier['system']}|{identifier['value']}"]}
-        assert "id" not in resource  # matched by identifier, never by a client id
-    assert types == ["Organization", "ResearchStudy", "PlanDefinition", "Group"]
+        if resource["resourceType"] == "ValueSet":
+            assert parse_qs(split.query) == {"url": [resource["url"]]}  # matched on its canonical
+        else:
+            identifier = resource["identifier"][0]
+            assert parse_qs(split.query) == {"identifier": [f"{identifier['system']}|{identifier['value']}"]}
+        assert "id" not in resource  # matched by identifier or canonical, never by a client id
+    assert types[:4] == ["Organization", "ResearchStudy", "PlanDefinition", "Group"]
+    assert set(types[4:]) == {"ValueSet"}
     by_type = {e["resource"]["resourceType"]: e for e in bundle["entry"]}
     assert by_type["ResearchStudy"]["request"]["url"] == (
         "ResearchStudy?identifier=https%3A%2F%2Fclinicaltrials.gov%7CNCT06849401"
@@ -562,9 +566,13 @@ def test_bundle_conditional_urls(bundle):
 
 def test_bundle_full_urls_are_uuid5_of_business_identifiers(bundle):
     for entry in bundle["entry"]:
-        identifier = entry["resource"]["identifier"][0]
-        expected = uuid.uuid5(uuid.NAMESPACE_URL, f"{identifier['system']}|{identifier['value']}")
+        if entry["resource"]["resourceType"] == "ValueSet":
+            expected = uuid.uuid5(uuid.NAMESPACE_URL, entry["resource"]["url"])
+        else:
+            identifier = entry["resource"]["identifier"][0]
+            expected = uuid.uuid5(uuid.NAMESPACE_URL, f"{identifier['system']}|{identifier['value']}")
         assert entry["fullUrl"] == f"urn:uuid:{expected}"
+    assert len({e["fullUrl"] for e in bundle["entry"]}) == len(bundle["entry"])
 
 
 def test_bundle_references_resolve_to_entries(bundle):
