@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from adapter.screening.engine import Screener
 from adapter.screening.record import RecordBuilder
 from adapter.screening.resolve import with_resolve
-from adapter.screening.results import ScreeningReport
+from adapter.screening.results import PatientResult, ScreeningReport
 from adapter.sources.files import bundle_entries
 from mappings.criteria import CriteriaDefinition
 
@@ -93,19 +93,32 @@ def check_push(
     return Checked(content_hash(bundle), key, stored)
 
 
-def screen_body(body: bytes, max_entries: int, as_of: date, as_json: bool) -> dict[str, Any]:
+def worker_definition() -> CriteriaDefinition:
+    """The criteria definition of this worker (process or thread) of the pool."""
     assert _definition is not None
-    bundle = check_bundle(parse_json(body), max_entries)
+    return _definition
+
+
+def screen_bundle(data: Any, max_entries: int, as_of: date, operation: str = "$screen") -> PatientResult:
+    """One patient's Bundle (parsed JSON), checked and screened: the call $screen and the matching
+    protocols (matching.py) share. Raises InputError for anything but exactly one Patient."""
+    definition = worker_definition()
+    bundle = check_bundle(data, max_entries)
     builder = RecordBuilder()
     for resource, full_url in bundle_entries(bundle, "Bundle"):
         builder.add(resource, full_url)
     records = list(builder.records())
     if len(records) != 1:
         raise InputError(
-            422, "invalid", f"$screen needs exactly one Patient in the Bundle, found {len(records)}"
+            422, "invalid", f"{operation} needs exactly one Patient in the Bundle, found {len(records)}"
         )
-    screener = Screener(_definition, as_of)
-    result = with_resolve(screener, records[0], screener.screen(records[0]))
+    screener = Screener(definition, as_of)
+    return with_resolve(screener, records[0], screener.screen(records[0]))
+
+
+def screen_body(body: bytes, max_entries: int, as_of: date, as_json: bool) -> dict[str, Any]:
+    assert _definition is not None
+    result = screen_bundle(parse_json(body), max_entries, as_of)
     if as_json:
         return ScreeningReport.build(_definition.study, as_of, [result], _definition).to_json_dict()
     return screening_parameters(result, as_of)
