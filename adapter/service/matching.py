@@ -71,13 +71,11 @@ def score(result: PatientResult) -> float:
     return max(0.01, round((HIGH - 0.01) * (decidable - open_data) / decidable, 2))
 
 
-def _evidence(ref: str) -> dict[str, Any]:
-    """A reference to what a result rests on; a resource sent without an id (as the matching app sends
-    Conditions and Observations) can only be named by its type."""
+def _evidence(ref: str) -> str:
+    """What a result rests on, as the request named it (``Condition/abc``). A string, not a Reference:
+    the resources are the caller's, not in this searchset, so a relative reference could not resolve."""
     kind, _, rest = ref.partition("/")
-    if rest == NO_ID:
-        return {"type": kind, "display": f"a {kind} without an id in the request"}
-    return {"reference": ref}
+    return f"{kind} without an id in the request" if rest == NO_ID else ref
 
 
 def _criterion_extension(c: CriterionResult) -> dict[str, Any]:
@@ -87,7 +85,7 @@ def _criterion_extension(c: CriterionResult) -> dict[str, Any]:
         {"url": "result", "valueCode": c.result},
         {"url": "reason", "valueString": c.reason},
     ]
-    parts += [{"url": "evidence", "valueReference": _evidence(ref)} for ref in c.evidence]
+    parts += [{"url": "evidence", "valueString": _evidence(ref)} for ref in c.evidence]
     if c.resolve is not None:
         parts.append({"url": "toSettle", "valueString": c.resolve.text})
     return {"url": "criterion", "extension": parts}
@@ -162,6 +160,7 @@ def app_study(nct: str) -> dict[str, Any]:
     study, research_study, organization = _built(nct)
     proto = study.protocolSection
     out = copy.deepcopy(research_study)
+    out.pop("meta", None)  # reshaped: it no longer claims our published profile
     contained: list[dict[str, Any]] = [
         {"resourceType": "Organization", "id": "sponsor", "name": organization["name"]},
         {"resourceType": "Group", "id": "eligibility", "type": "person", "actual": False},

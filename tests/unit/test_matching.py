@@ -85,10 +85,8 @@ def test_the_app_request_gets_a_valid_searchset_with_the_study_and_why(tmp_path)
     assert {r["result"] for r in results.values()} <= {"met", "not-met", "unknown"}
     assert all(r.get("toSettle") for r in results.values() if r["result"] == "unknown")
     # The app sends Conditions without ids: named by type, never a reference that cannot resolve.
-    assert results["inclusion-2"]["evidence"] == {
-        "type": "Condition",
-        "display": "a Condition without an id in the request",
-    }
+    assert results["inclusion-2"]["evidence"] == "Condition without an id in the request"
+    assert results["inclusion-1"]["evidence"] == "Patient/ctm-synthetic-1"
 
 
 def test_the_legacy_patient_data_envelope_is_the_same_request(tmp_path):
