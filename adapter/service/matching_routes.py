@@ -9,6 +9,7 @@ origin (never ``*``) and never allows credentials (keys travel in headers, not c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
@@ -34,6 +35,7 @@ from .matching import (
     mitre_search,
 )
 
+log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
 Run = Callable[..., Awaitable[Any]]
 
@@ -167,6 +169,11 @@ def add_matching(
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         except StarletteHTTPException as exc:
             return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        except Exception as exc:  # the protocol's 500 shape; the type only, never patient data
+            log.exception("getClinicalTrial failed", extra={"path": request.url.path})
+            return JSONResponse(
+                {"error": "Internal server error", "exception": type(exc).__name__}, status_code=500
+            )
         return JSONResponse(found)
 
     @app.post(MATCH_PATH, summary="CodeX-shaped $match: Parameters with the patient Bundle -> matches")

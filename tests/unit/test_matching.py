@@ -335,3 +335,28 @@ def test_screening_runs_off_the_event_loop(tmp_path, monkeypatch):
         as_the_app_sends(test, app_request())
         post_match(test, match_parameters(own_bundle()))
     assert calls.count("mitre_search") == 1 and calls.count("match_operation") == 1
+
+
+def test_an_internal_failure_is_the_protocols_500(tmp_path, monkeypatch):
+    from adapter.service import matching
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(matching, "screen_bundle", broken)
+    with client(tmp_path) as test:
+        reply = as_the_app_sends(test, app_request())
+    assert reply.status_code == 500
+    assert reply.json() == {"error": "Internal server error", "exception": "RuntimeError"}
+
+
+def test_serve_refuses_a_wildcard_cors_origin_in_one_line(tmp_path, capsys, monkeypatch):
+    from adapter.cli import main
+
+    monkeypatch.setenv("SERVICE_API_KEYS", f"{KEY}:push")
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--fhir-url", "http://127.0.0.1:9/fhir", "--cors-origin", "*"])
+    assert exited.value.code == 2
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1].startswith("trial-adapter: error: --cors-origin '*'")
+    )
