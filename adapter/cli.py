@@ -256,6 +256,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from adapter.httpserver import EmbeddedServer, parse_listen
     from adapter.service import mllp_wiring
     from adapter.service.app import DAY, ServiceSettings, create_app
+    from adapter.service.matching_routes import check_origins
 
     sources = _sources(args)
     if not sources and not args.dev_open:
@@ -273,8 +274,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         mllp_wiring.check_facilities(mllp, sources)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+    try:
+        cors_origins = check_origins(args.cors_origin or [])
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
     settings = ServiceSettings(
         mllp=mllp,
+        cors_origins=cors_origins,
         fhir_url=args.fhir_url,
         inbox_path=args.inbox,
         sources=sources,
@@ -554,6 +560,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_serve.add_argument(
         "--dev-open", action="store_true", help="DEVELOPMENT ONLY: accept requests without credentials"
+    )
+    p_serve.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser origin (https://host[:port]) allowed to call the trial-matching endpoints "
+        "(/match/getClinicalTrial, ResearchStudy/$match); repeatable; default none",
     )
     p_serve.add_argument(
         "--max-body-bytes", type=int, default=20_000_000, metavar="N", help="request size limit"

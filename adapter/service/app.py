@@ -3,6 +3,7 @@
 POST /fhir                           a transaction, batch or collection Bundle -> 202 + status location
 POST /fhir/{type}, PUT /fhir/{type}/{id}   one resource -> 202
 POST /fhir/ResearchStudy/$screen     one patient's Bundle -> the per-criterion result, writing nothing
+POST /fhir/ResearchStudy/$match, POST /match/getClinicalTrial   trial-matching protocols (matching.py)
 PUT|POST /notify/...                 rest-hook Subscription notifications -> re-screen those patients
 GET  /fhir/metadata                  the CapabilityStatement
 GET  /status/{id}, /status?state=    processing status (a source sees its own), POST /status/{id}/$replay
@@ -33,6 +34,7 @@ from mappings.criteria import CriteriaDefinition
 from .checks import InputError, parse_json
 from .inbox import BodyExpired, IdempotencyConflict, Inbox
 from .intake import Checked, CpuPool, check_push, screen_body
+from .matching_routes import add_matching
 from .meta import VERSION, capability_statement, docs_page, with_security
 from .mllp import start_mllp
 from .mllp_wiring import inbox_acceptor
@@ -67,6 +69,7 @@ class ServiceSettings:
     backoff: float = 2.0
     reference_wait: float = 3600.0
     max_transaction_entries: int = 500
+    cors_origins: list[str] = field(default_factory=list)  # browser origins allowed on the matching paths
     mllp: Any = None  # MllpSettings: HL7 v2 over MLLP into the same inbox (adapter/service/mllp.py)
 
 
@@ -366,6 +369,15 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
                 "fhirServer": "unavailable" if processor and processor.breaker.is_open else "ok",
             }
         )
+
+    add_matching(
+        app,
+        lambda *args: state["cpu"].run(*args),
+        pusher,
+        lambda request: read_body(request, settings.max_body_bytes),
+        settings.max_entries,
+        settings.cors_origins,
+    )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -22,8 +22,9 @@ from datetime import date
 from typing import Any, TypeVar
 
 from adapter.screening.engine import Screener
-from adapter.screening.record import RecordBuilder
+from adapter.screening.record import PatientRecord, RecordBuilder
 from adapter.screening.resolve import with_resolve
+from adapter.screening.results import PatientResult
 from adapter.screening.run import report_for
 from adapter.screening.unmapped import UnmappedCollector
 from adapter.sources.files import bundle_entries
@@ -94,23 +95,42 @@ def check_push(
     return Checked(content_hash(bundle), key, stored)
 
 
-def screen_body(body: bytes, max_entries: int, as_of: date, as_json: bool) -> dict[str, Any]:
+def worker_definition() -> CriteriaDefinition:
+    """The criteria definition of this worker (process or thread) of the pool."""
     assert _definition is not None
-    bundle = check_bundle(parse_json(body), max_entries)
+    return _definition
+
+
+def screen_bundle(data: Any, max_entries: int, as_of: date, operation: str = "$screen") -> PatientResult:
+    """One patient's Bundle (parsed JSON), checked and screened: the call $screen and the matching
+    protocols (matching.py) share. Raises InputError for anything but exactly one Patient."""
+    return _screen_one(data, max_entries, as_of, operation)[1]
+
+
+def _screen_one(
+    data: Any, max_entries: int, as_of: date, operation: str
+) -> tuple[PatientRecord, PatientResult]:
+    definition = worker_definition()
+    bundle = check_bundle(data, max_entries)
     builder = RecordBuilder()
     for resource, full_url in bundle_entries(bundle, "Bundle"):
         builder.add(resource, full_url)
     records = list(builder.records())
     if len(records) != 1:
         raise InputError(
-            422, "invalid", f"$screen needs exactly one Patient in the Bundle, found {len(records)}"
+            422, "invalid", f"{operation} needs exactly one Patient in the Bundle, found {len(records)}"
         )
-    screener = Screener(_definition, as_of)
-    result = with_resolve(screener, records[0], screener.screen(records[0]))
+    screener = Screener(definition, as_of)
+    return records[0], with_resolve(screener, records[0], screener.screen(records[0]))
+
+
+def screen_body(body: bytes, max_entries: int, as_of: date, as_json: bool) -> dict[str, Any]:
+    definition = worker_definition()
+    record, result = _screen_one(parse_json(body), max_entries, as_of, "$screen")
     if as_json:  # the same report as the CLI's, terminology gaps included
-        unmapped = UnmappedCollector(_definition)
-        unmapped.add(records[0])
-        return report_for(_definition, as_of, [result], unmapped).to_json_dict()
+        unmapped = UnmappedCollector(definition)
+        unmapped.add(record)
+        return report_for(definition, as_of, [result], unmapped).to_json_dict()
     return screening_parameters(result, as_of)
 
 

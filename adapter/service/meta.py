@@ -6,11 +6,14 @@ import html
 from datetime import date
 from typing import Any
 
-from adapter.screening.results import PatientResult
+from adapter.screening.results import CriterionResult, PatientResult
 
 from .checks import ACCEPTED_TYPES
 
 VERSION = "0.2.0"
+MATCH_DEFINITION = (
+    "http://trial-adapter.org/fhir/OperationDefinition/ResearchStudy-match"  # served by matching_routes
+)
 AUTH_TEXT = (
     "Authorization: Bearer <key>, or X-API-Key: <key>. Each key belongs to a named source (a sending "
     "system) that may write only its own data; admin keys read every payload's status and replay dead letters."
@@ -54,7 +57,13 @@ def capability_statement(base: str) -> dict[str, Any]:
                                 "name": "screen",
                                 "definition": "http://trial-adapter.org/fhir/OperationDefinition/ResearchStudy-screen",
                                 "documentation": "Screen one patient's Bundle against every criterion; writes nothing.",
-                            }
+                            },
+                            {
+                                "name": "match",
+                                "definition": MATCH_DEFINITION,
+                                "documentation": "Trial matching in the CodeX draft's shape: the patient's Bundle "
+                                "in (trialMatchClinicalData), a searchset of matching studies out; writes nothing.",
+                            },
                         ],
                     }
                 ],
@@ -70,16 +79,20 @@ def screening_parameters(result: PatientResult, as_of: date) -> dict[str, Any]:
         {"name": "asOf", "valueDate": as_of.isoformat()},
         {"name": "status", "valueCode": result.status},
     ]
-    for c in result.criteria:
-        parts: list[dict[str, Any]] = [
-            {"name": "id", "valueString": c.id},
-            {"name": "type", "valueCode": c.type},
-            {"name": "result", "valueCode": c.result},
-            {"name": "reason", "valueString": c.reason},
-        ]
-        parts += [{"name": "evidence", "valueReference": {"reference": ref}} for ref in c.evidence]
-        parameters.append({"name": "criterion", "part": parts})
+    parameters += [{"name": "criterion", "part": criterion_parts(c)} for c in result.criteria]
     return {"resourceType": "Parameters", "parameter": parameters}
+
+
+def criterion_parts(c: CriterionResult) -> list[dict[str, Any]]:
+    """One criterion's result as Parameters parts ($screen, and $match's result)."""
+    parts: list[dict[str, Any]] = [
+        {"name": "id", "valueString": c.id},
+        {"name": "type", "valueCode": c.type},
+        {"name": "result", "valueCode": c.result},
+        {"name": "reason", "valueString": c.reason},
+    ]
+    parts += [{"name": "evidence", "valueReference": {"reference": ref}} for ref in c.evidence]
+    return parts
 
 
 def with_security(schema: dict[str, Any]) -> dict[str, Any]:
