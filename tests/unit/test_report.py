@@ -117,3 +117,12 @@ def test_every_value_from_the_data_is_escaped_and_unmapped_codes_get_a_section()
     without["summary"].pop("unmapped", None)
     no_unmapped = render(ScreeningReport.model_validate(without), "html")
     assert "terminologist" not in no_unmapped
+
+
+def test_json_bytes_are_the_standard_librarys_indented_json():
+    """render() writes with pydantic's serializer for speed: the bytes must stay exactly those of
+    json.dumps(indent=2, ensure_ascii=False), non-ASCII text and optional fields included."""
+    data = REPORT.to_json_dict()
+    data["patients"][0]["criteria"][0]["reason"] = "leucémie aiguë lymphoblastique — ≥ 5 %"
+    report = ScreeningReport.model_validate(data)
+    assert render(report, "json") == json.dumps(report.to_json_dict(), indent=2, ensure_ascii=False) + "\n"
