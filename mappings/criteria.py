@@ -32,6 +32,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def _patterns(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Text signals must be regular expressions: a typo is an error when the criteria load."""
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"text signal {pattern!r} is not a regular expression: {exc}") from None
+    return value
+
+
 # --- concept sets -------------------------------------------------------------------------------
 
 
@@ -242,12 +252,7 @@ class DiagnosisClause(_Clause):
     @field_validator("text_signals")
     @classmethod
     def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"text signal {pattern!r} is not a regular expression: {exc}") from None
-        return value
+        return _patterns(value)
 
     def concept_names(self) -> Iterator[str]:
         yield from (self.lineage, self.unknown_lineage, *self.status)
@@ -331,6 +336,14 @@ class ProcedureClause(_Clause):
     category: str | None = None
     within_days: int | None = None
     when_absent: Result = "not-met"
+    # Regular expressions for names that suggest the procedure (e.g. "-ectomy" for surgery): such a
+    # Procedure in the window without a recognised code makes the clause unknown (review), never met.
+    text_signals: tuple[str, ...] = ()
+
+    @field_validator("text_signals")
+    @classmethod
+    def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _patterns(value)
 
     @model_validator(mode="after")
     def _has_target(self) -> ProcedureClause:

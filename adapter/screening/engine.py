@@ -41,7 +41,7 @@ from .dates import add_years, day_of, effective_day, years_between
 from .reads import ScreeningReads
 from .record import PatientRecord, resource_key
 from .results import CriterionResult, PatientResult
-from .signs import DiagnosisSigns
+from .signs import DiagnosisSigns, Wording
 from .tri import MET, NOT_MET, UNKNOWN, Tri, all_of, any_of
 from .units import compare, convert, ucum_code
 
@@ -113,6 +113,7 @@ class Screener:
         self._usable_conditions: tuple[PatientRecord, list[dict[str, Any]]] | None = None
         self._reads = ScreeningReads(definition)
         self._signs = DiagnosisSigns(definition)
+        self._wordings: dict[tuple[str, ...], Wording] = {}
         self._maps = definition.concept_maps
         self._reads_patient = {c.id for c in definition.criteria if _reads_patient(c.rule)}
         self._bare_results: dict[str, CriterionResult] = {}
@@ -634,24 +635,45 @@ class Screener:
     def _procedure(self, clause: ProcedureClause, record: PatientRecord) -> Outcome:
         sets = [self.definition.concepts[name] for name in clause.concepts]
         category = self.definition.concepts[clause.category] if clause.category else None
-        present, uncertain = [], []
+        wording = self._wording(clause.text_signals)
+        present, uncertain, worded = [], [], []
         for procedure in record.of_type("Procedure"):
             if procedure.get("status") in _IGNORED_PROCEDURE:
                 continue
             by_code = any(s.matching_coding(_code_of(procedure)) for s in sets)
             by_category = category is not None and category.matching_coding(procedure.get("category"))
-            if not (by_code or by_category):
+            named = not (by_code or by_category) and wording.quote(procedure.get("code")) is not None
+            if not (by_code or by_category or named):
                 continue
             day = effective_day(procedure)
             if day is not None and day > self.as_of:
                 continue
-            if clause.within_days is None:
-                present.append(procedure)
-            elif day is None:
+            in_window = clause.within_days is None or (
+                day is not None and (self.as_of - day).days <= clause.within_days
+            )
+            if named:  # a name that suggests it, no code that says so: for review, never a match
+                if in_window or day is None:
+                    worded.append(procedure)
+            elif day is None and clause.within_days is not None:
                 uncertain.append(procedure)
-            elif (self.as_of - day).days <= clause.within_days:
+            elif in_window:
                 present.append(procedure)
-        return self._presence(clause.label, clause.when_absent, present, uncertain)
+        outcome = self._presence(clause.label, clause.when_absent, present, uncertain)
+        if outcome.result == MET or not worded:
+            return outcome
+        quoted = wording.quote(worded[0].get("code"))
+        what = clause.label or "matching procedure"
+        return Outcome(
+            UNKNOWN,
+            f'{what}: a procedure named "{quoted}" without a recognised code; needs review',
+            (*outcome.evidence, *map(_ref, worded)),
+        )
+
+    def _wording(self, patterns: tuple[str, ...]) -> Wording:
+        found = self._wordings.get(patterns)
+        if found is None:
+            found = self._wordings[patterns] = Wording(patterns)
+        return found
 
     def _immunization(self, clause: ImmunizationClause, record: PatientRecord) -> Outcome:
         present, uncertain = [], []

@@ -22,10 +22,10 @@ import json
 import re
 from typing import Any
 
-from mappings.criteria import CriteriaDefinition
+from mappings.criteria import CriteriaDefinition, ProcedureClause
 from mappings.terminology import RXNORM, default_terminology
 
-from .signs import DiagnosisSigns
+from .signs import DiagnosisSigns, Wording
 
 _ALWAYS_READ = frozenset({"Patient", "Immunization", "Medication"})
 # The only Patient elements screening reads. A hospital's Patient is mostly names, addresses,
@@ -79,6 +79,15 @@ class ScreeningReads:
         self.observation_codes = frozenset(standard + maps.sources_for(standard))
         self._maps = maps
         self._signs = DiagnosisSigns(definition)
+        self._procedure_wording = Wording(
+            tuple(
+                pattern
+                for criterion in definition.criteria
+                for leaf in criterion.leaves()
+                if isinstance(leaf, ProcedureClause)
+                for pattern in leaf.text_signals
+            )
+        )
         # Any of those codes as the JSON string value of a "code" key. Codes never need escaping; a line
         # with an escape (\u...) is parsed in full instead of trusting this scan.
         values = sorted({code for _, code in self.observation_codes}, key=len, reverse=True)
@@ -144,7 +153,10 @@ class ScreeningReads:
             concepts = [self._maps.translate_concept(c) for c in concepts]
         if any(self._any_coding(concept, self._in_any_concept) for concept in concepts):
             return True
-        # A Condition that names the disease in words or by a broader code: the diagnosis reads it.
+        # A Condition that names the disease in words or by a broader code: the diagnosis reads it; a
+        # Procedure whose name suggests one a criterion looks for (surgery) is read for review.
+        if rtype == "Procedure":
+            return self._procedure_wording.quote(resource.get("code")) is not None
         return rtype == "Condition" and self._signs.any_sign(resource.get("code"))
 
     @staticmethod

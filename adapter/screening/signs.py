@@ -18,13 +18,43 @@ from mappings.criteria import CriteriaDefinition
 _MAX_QUOTE = 80
 
 
+class Wording:
+    """Wording the criteria name (regular expressions from the study definition), looked for in a
+    CodeableConcept's text and its codings' displays."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        # One alternation (a hospital's texts repeat: each text is tested once, then memoised).
+        scoped = [f"(?i:{p[4:]})" if p.startswith("(?i)") else f"(?:{p})" for p in patterns]
+        self._pattern = re.compile("|".join(scoped)) if scoped else None
+        self._seen: dict[str, bool] = {}
+
+    def quote(self, concept: Any) -> str | None:
+        """The first text or display that matches, quoted (shortened), else None."""
+        if not isinstance(concept, dict) or self._pattern is None:
+            return None
+        texts = [concept.get("text")] + [
+            c.get("display") for c in concept.get("coding") or () if isinstance(c, dict)
+        ]
+        for text in texts:
+            if isinstance(text, str) and self._matches(text):
+                shown = text.strip()
+                return shown if len(shown) <= _MAX_QUOTE else shown[: _MAX_QUOTE - 1] + "…"
+        return None
+
+    def _matches(self, text: str) -> bool:
+        found = self._seen.get(text)
+        if found is None:
+            assert self._pattern is not None
+            found = self._pattern.search(text) is not None
+            if len(self._seen) < 50_000:
+                self._seen[text] = found
+        return found
+
+
 class DiagnosisSigns:
     def __init__(self, definition: CriteriaDefinition) -> None:
         clause = definition.diagnosis_clause()
-        # One alternation (a hospital's Condition texts repeat: each text is tested once, then memoised).
-        scoped = [f"(?i:{p[4:]})" if p.startswith("(?i)") else f"(?:{p})" for p in clause.text_signals]
-        self._pattern = re.compile("|".join(scoped)) if scoped else None
-        self._worded: dict[str, bool] = {}
+        self._wording = Wording(clause.text_signals)
         names = dict.fromkeys([clause.lineage, clause.unknown_lineage, *clause.status])
         sets = [definition.concepts[n] for n in names]
         self._sets = sets
@@ -36,25 +66,7 @@ class DiagnosisSigns:
 
     def wording(self, concept: Any) -> str | None:
         """The text or display of a CodeableConcept that names the disease, quoted, else None."""
-        if not isinstance(concept, dict) or self._pattern is None:
-            return None
-        texts = [concept.get("text")] + [
-            c.get("display") for c in concept.get("coding") or () if isinstance(c, dict)
-        ]
-        for text in texts:
-            if isinstance(text, str) and self._names_disease(text):
-                shown = text.strip()
-                return shown if len(shown) <= _MAX_QUOTE else shown[: _MAX_QUOTE - 1] + "…"
-        return None
-
-    def _names_disease(self, text: str) -> bool:
-        found = self._worded.get(text)
-        if found is None:
-            assert self._pattern is not None
-            found = self._pattern.search(text) is not None
-            if len(self._worded) < 50_000:
-                self._worded[text] = found
-        return found
+        return self._wording.quote(concept)
 
     def broader_code(self, concept: Any) -> str | None:
         """``system|code`` of a coding strictly broader than a code the diagnosis recognises, else None."""
