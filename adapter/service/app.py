@@ -67,6 +67,7 @@ class ServiceSettings:
     backoff: float = 2.0
     reference_wait: float = 3600.0
     max_transaction_entries: int = 500
+    process_concurrency: int = 16  # payloads forwarded at once (processor: per-patient order)
     mllp: Any = None  # MllpSettings: HL7 v2 over MLLP into the same inbox (adapter/service/mllp.py)
 
 
@@ -136,6 +137,7 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
             reference_wait=settings.reference_wait,
             max_transaction_entries=settings.max_transaction_entries,
             breaker_wait=min(1.0, settings.backoff),
+            concurrency=settings.process_concurrency,
         )
         cpu = CpuPool(definition, settings.cpu_workers)
         state.update(inbox=inbox, processor=processor, cpu=cpu)
@@ -364,6 +366,7 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
                 "inbox": await asyncio.to_thread(state["inbox"].counts),
                 "processed": processor.processed if processor else 0,
                 "fhirServer": "unavailable" if processor and processor.breaker.is_open else "ok",
+                "processing": processor.stats() if processor else {},
             }
         )
 
