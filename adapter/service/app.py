@@ -67,7 +67,7 @@ class ServiceSettings:
     backoff: float = 2.0
     reference_wait: float = 3600.0
     max_transaction_entries: int = 500
-    process_concurrency: int = 16  # payloads forwarded at once (processor: per-patient order)
+    process_concurrency: int = 64  # payloads in their forward step at once (processor: per-patient order)
     mllp: Any = None  # MllpSettings: HL7 v2 over MLLP into the same inbox (adapter/service/mllp.py)
 
 

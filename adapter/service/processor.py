@@ -132,7 +132,8 @@ class Processor:
         reference_wait: float = 3600.0,
         breaker_wait: float = 1.0,
         purge_every: float = 60.0,
-        concurrency: int = 16,
+        concurrency: int = 64,
+        batches_at_once: int = 2,
         max_in_flight: int = 256,
         max_in_flight_bytes: int = 64_000_000,
         batch_linger: float = 0.02,
@@ -166,7 +167,9 @@ class Processor:
             linger=batch_linger,
             max_size=max_transaction_entries,
             size=lambda item: item.size,
+            concurrent=batches_at_once,
         )
+        self._large = asyncio.Semaphore(max(1, batches_at_once))  # payloads too big to batch, at once
         self.coalescer: Coalescer[dict[str, Any]] = Coalescer(self.rescreener.run, linger=screen_linger)
         self.finisher: Batcher[tuple[str, dict[str, Any]], None] = Batcher(self._finish, linger=0.005)
         self._wake = asyncio.Event()
@@ -361,8 +364,9 @@ class Processor:
                     outgoing = Outgoing(plan.chunks[0], source, locations)
                     locations |= await self.batcher.submit(source.name, outgoing)
                 else:
-                    for chunk in plan.chunks:
-                        locations |= await self.sender.send(chunk, source, locations)
+                    async with self._large:
+                        for chunk in plan.chunks:
+                            locations |= await self.sender.send(chunk, source, locations)
                 crash_point("service-after-forward")
                 forwarded = sum(len(c.bundle["entry"]) - 1 for c in plan.chunks)
                 patients = patients_touched(plan.chunks, locations)

@@ -5,8 +5,9 @@ Three small asyncio parts, free of FHIR so they can be tested on their own:
 - ``Turns``: jobs run concurrently (at most ``limit`` at once); jobs that share a key (a patient) run
   one after the other, in the order their turns were taken. A job waits only for earlier jobs, so
   there is no deadlock, and a waiting job holds no slot.
-- ``Batcher``: items submitted within ``linger`` seconds of each other (same group) are handed to one
-  call of ``send``, up to ``max_size``; each submitter gets its own result or exception.
+- ``Batcher``: items submitted within ``linger`` seconds of each other, or while earlier batches are
+  being sent (same group), are handed to one call of ``send``, up to ``max_size``; each submitter gets
+  its own result or exception.
 - ``Coalescer``: callers ask for keys to be handled (patients to be screened); keys asked for while
   a round waits or runs are handled once, in the next round. A round always starts after the request
   it answers, so it reads everything written before that request.
@@ -82,7 +83,9 @@ class Turns:
 
 class Batcher(Generic[T, R]):
     """Groups items for one ``send(group, items) -> results`` call (results in the items' order; an
-    exception in the list is that item's failure)."""
+    exception in the list is that item's failure). At most ``concurrent`` calls run at once; while
+    they do, new items gather in the next batch (up to ``max_size``), so a busy server gets fewer,
+    larger batches."""
 
     def __init__(
         self,
@@ -91,11 +94,13 @@ class Batcher(Generic[T, R]):
         linger: float = 0.02,
         max_size: int = 500,
         size: Callable[[T], int] = lambda _: 1,
+        concurrent: int = 2,
     ) -> None:
         self._send = send
         self.linger = linger
         self.max_size = max_size
         self._size = size
+        self._sending = asyncio.Semaphore(max(1, concurrent))
         self._open: dict[Hashable, list[tuple[T, asyncio.Future[R]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
@@ -104,34 +109,26 @@ class Batcher(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         waiting = self._open.get(group)
         if waiting is not None and sum(self._size(i) for i, _ in waiting) + self._size(item) > self.max_size:
-            self._flush(group)
+            del self._open[group]  # full: closed to new items, sent when its turn comes
             waiting = None
         if waiting is None:
             waiting = self._open[group] = []
-            self._spawn(self._later(group, waiting))
+            task = asyncio.ensure_future(self._deliver(group, waiting))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         waiting.append((item, future))
         return await future
 
-    async def _later(self, group: Hashable, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _deliver(self, group: Hashable, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         await asyncio.sleep(self.linger)
-        if self._open.get(group) is batch:
-            self._flush(group)
-
-    def _flush(self, group: Hashable) -> None:
-        batch = self._open.pop(group)
-        self._spawn(self._run(group, batch))
-
-    def _spawn(self, job: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(job)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, group: Hashable, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        self.batches += 1
-        try:
-            results: list[Any] = list(await self._send(group, [item for item, _ in batch]))
-        except BaseException as exc:  # the whole call failed: every item gets the error
-            results = [exc] * len(batch)
+        async with self._sending:
+            if self._open.get(group) is batch:
+                del self._open[group]  # what gathered while the earlier batches were sent
+            self.batches += 1
+            try:
+                results: list[Any] = list(await self._send(group, [item for item, _ in batch]))
+            except BaseException as exc:  # the whole call failed: every item gets the error
+                results = [exc] * len(batch)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue

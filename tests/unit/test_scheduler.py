@@ -226,3 +226,23 @@ def test_two_payloads_reusing_an_engine_id_for_different_patients_do_not_wait_fo
 
     assert patient_keys(payload("7"), source) == {"identifier urn:mrn|7"}
     assert not patient_keys(payload("7"), source) & patient_keys(payload("8"), source)
+
+
+def test_while_a_batch_is_being_sent_new_items_gather_into_one_next_batch() -> None:
+    calls: list[list[int]] = []
+
+    async def send(_group: Hashable, items: list[int]) -> list[int | BaseException]:
+        calls.append(items)
+        await asyncio.sleep(0.05)  # a busy server
+        return list(items)
+
+    async def main() -> None:
+        batcher: Batcher[int, int] = Batcher(send, linger=0.001, concurrent=1)
+        first = asyncio.create_task(batcher.submit("s", 0))
+        await asyncio.sleep(0.01)  # the first batch is being sent
+        later = [asyncio.create_task(batcher.submit("s", n)) for n in range(1, 6)]
+        await asyncio.sleep(0.01)
+        await asyncio.gather(first, *later)
+
+    run(main())
+    assert calls == [[0], [1, 2, 3, 4, 5]]
