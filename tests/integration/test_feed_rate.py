@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from datetime import date
 
@@ -12,6 +15,7 @@ from adapter.cli import main
 from adapter.fault_points import CRASH_EXIT_CODE
 from adapter.fhir.client import FhirClient
 from tests.integration.test_service import MRN, PUSH_KEY, Service, engine_bundle, server_subjects
+from tests.support.service import free_port
 
 
 def _lab_update(mrn: str, n: int) -> dict:
@@ -104,18 +108,29 @@ def test_a_backlog_for_many_patients_is_processed_concurrently_and_exactly_once(
     assert stats["patientsInRounds"] <= stats["patientsRequested"], stats
 
 
-def test_a_crash_after_a_batched_transaction_then_restart_processes_each_payload_once(
-    hapi_url, tmp_path, monkeypatch
-):
+def test_a_crash_after_a_batched_transaction_then_restart_processes_each_payload_once(hapi_url, tmp_path):
     assert main(["publish", "--fhir-url", hapi_url]) == 0
     inbox = tmp_path / "inbox.sqlite"
     mrns = [uuid.uuid4().hex[:12] for _ in range(4)]
     locations = _accept_backlog(hapi_url, inbox, [engine_bundle(m, date.today()) for m in mrns])
 
-    monkeypatch.setenv("TRIAL_ADAPTER_CRASH_AT", "service-after-batch")
-    crashing = Service(hapi_url, inbox)
-    assert crashing.process.wait(timeout=120) == CRASH_EXIT_CODE  # the batch committed, nothing recorded
-    monkeypatch.delenv("TRIAL_ADAPTER_CRASH_AT")
+    # Started bare: with a backlog waiting it may crash before it would answer /healthz.
+    command = [sys.executable, "-m", "adapter", "serve", "--fhir-url", hapi_url, "--inbox", str(inbox)]
+    crashing = subprocess.Popen(
+        [*command, "--listen", f"127.0.0.1:{free_port()}"],
+        env={
+            **os.environ,
+            "SERVICE_API_KEYS": f"{PUSH_KEY}:push",
+            "TRIAL_ADAPTER_CRASH_AT": "service-after-batch",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert crashing.wait(timeout=120) == CRASH_EXIT_CODE  # the batch committed, nothing recorded
+    finally:
+        if crashing.poll() is None:  # no batch formed: never leave the service running
+            crashing.kill()
 
     restarted = Service(hapi_url, inbox)
     try:
