@@ -299,6 +299,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         backoff=args.retry_backoff,
         reference_wait=args.reference_wait,
         max_transaction_entries=args.max_transaction_entries,
+        process_concurrency=args.process_concurrency,
     )
     sock = _bind(host, port)
     app = create_app(settings, _criteria(args.study, args.concept_map))
@@ -578,6 +579,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=500,
         metavar="N",
         help="collection and batch Bundles are forwarded in transactions of at most N entries (default 500)",
+    )
+    p_serve.add_argument(
+        "--process-concurrency",
+        type=int,
+        default=64,
+        metavar="N",
+        help="payloads in their forward step at once, in order per patient (default 64; they reach the "
+        "server as at most 2 batched transactions at a time)",
     )
     p_serve.add_argument(
         "--cpu-workers",

@@ -5,6 +5,7 @@ no flushing: what a kill -9 or a power cut does), so the tests can prove that a 
 loses nothing and duplicates nothing. Unset, a crash point is one dictionary lookup.
 
 Points: worker-before-flag, worker-after-flag-write, service-after-accept, service-after-forward,
+service-after-batch (a batched transaction of several payloads committed, nothing recorded yet),
 service-after-flag, mllp-after-accept (an HL7 v2 message committed, its ACK not yet sent).
 """
 

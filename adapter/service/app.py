@@ -70,6 +70,7 @@ class ServiceSettings:
     reference_wait: float = 3600.0
     max_transaction_entries: int = 500
     cors_origins: list[str] = field(default_factory=list)  # browser origins allowed on the matching paths
+    process_concurrency: int = 64  # payloads in their forward step at once (processor: per-patient order)
     mllp: Any = None  # MllpSettings: HL7 v2 over MLLP into the same inbox (adapter/service/mllp.py)
 
 
@@ -139,6 +140,7 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
             reference_wait=settings.reference_wait,
             max_transaction_entries=settings.max_transaction_entries,
             breaker_wait=min(1.0, settings.backoff),
+            concurrency=settings.process_concurrency,
         )
         cpu = CpuPool(definition, settings.cpu_workers)
         state.update(inbox=inbox, processor=processor, cpu=cpu)
@@ -367,6 +369,7 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
                 "inbox": await asyncio.to_thread(state["inbox"].counts),
                 "processed": processor.processed if processor else 0,
                 "fhirServer": "unavailable" if processor and processor.breaker.is_open else "ok",
+                "processing": processor.stats() if processor else {},
             }
         )
 

@@ -178,28 +178,45 @@ class Inbox:
 
     def claim(self, lease_seconds: float) -> InboxItem | None:
         """The oldest ready item (accepted, or processing with an expired lease), leased to the caller."""
+        items = self.claim_many(lease_seconds, 1)
+        return items[0] if items else None
+
+    def claim_many(self, lease_seconds: float, limit: int, max_bytes: int | None = None) -> list[InboxItem]:
+        """Up to ``limit`` ready items, oldest first, leased to the caller in one transaction; at most
+        ``max_bytes`` of bodies in all (but always the oldest one), so a run of 20 MB payloads is not
+        held in memory at once."""
         now = self.clock()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute(
-                    "SELECT id, kind, body, attempts, source, received_at FROM inbox"
+                ready = self._db.execute(
+                    "SELECT id, length(body) FROM inbox"
                     " WHERE (state = 'accepted' AND not_before <= ?) OR (state = 'processing' AND lease_until < ?)"
-                    " ORDER BY received_at LIMIT 1",
-                    (now, now),
-                ).fetchone()
-                if row is None:
-                    self._db.execute("COMMIT")
-                    return None
-                self._db.execute(
+                    " ORDER BY received_at LIMIT ?",
+                    (now, now, max(1, limit)),
+                ).fetchall()
+                chosen: list[str] = []
+                total = 0
+                for item_id, size in ready:
+                    total += size or 0
+                    if chosen and max_bytes is not None and total > max_bytes:
+                        break
+                    chosen.append(item_id)
+                rows = [
+                    self._db.execute(
+                        "SELECT id, kind, body, attempts, source, received_at FROM inbox WHERE id = ?", (i,)
+                    ).fetchone()
+                    for i in chosen
+                ]
+                self._db.executemany(
                     "UPDATE inbox SET state = 'processing', attempts = attempts + 1, lease_until = ? WHERE id = ?",
-                    (now + lease_seconds, row[0]),
+                    [(now + lease_seconds, item_id) for item_id in chosen],
                 )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return InboxItem(row[0], row[1], row[2], row[3] + 1, row[4] or "default", row[5])
+        return [InboxItem(r[0], r[1], r[2], r[3] + 1, r[4] or "default", r[5]) for r in rows]
 
     def _update(self, sql: str, params: tuple) -> None:
         with self._lock:
@@ -212,11 +229,23 @@ class Inbox:
                 raise
 
     def done(self, item_id: str, result: dict[str, Any]) -> None:
-        self._update(
-            "UPDATE inbox SET state = 'done', result = ?, last_error = NULL, lease_until = NULL, finished_at = ?"
-            " WHERE id = ?",
-            (json.dumps(result), self.clock(), item_id),
-        )
+        self.done_many([(item_id, result)])
+
+    def done_many(self, finished: list[tuple[str, dict[str, Any]]]) -> None:
+        """Several items done in one transaction (one fsync)."""
+        now = self.clock()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "UPDATE inbox SET state = 'done', result = ?, last_error = NULL, lease_until = NULL,"
+                    " finished_at = ? WHERE id = ?",
+                    [(json.dumps(result), now, item_id) for item_id, result in finished],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def retry_later(self, item_id: str, error: str, delay: float, *, counted: bool = True) -> None:
         """Back in the queue after ``delay``. ``counted=False``: the attempt does not count towards the

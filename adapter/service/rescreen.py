@@ -1,0 +1,161 @@
+"""Re-screening the patients pushed data touched: only those who can matter, many at once.
+
+A patient can matter to the study when the server holds a Condition in the criteria's population
+concepts (``CriteriaDefinition.population_concepts``: any ALL record, with the screening's own concept
+matching, ranges and prefixes included), or when the adapter has already flagged them (a
+ResearchSubject with the adapter's identifier, whatever its status). Screening runs after the data is
+forwarded, so a patient who enters the population through this very payload is found on the server.
+Anyone else cannot be a candidate (no ALL record: the diagnosis criterion is not met) and has no flag to
+withdraw, so they are not screened; the payload's result lists them as ``notScreened``.
+
+One round handles many patients: two searches per 50 patients decide who matters, the records come in
+batches (``ServerSource.records``), and flags are written with bounded concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from adapter.fhir.client import FhirClient
+from adapter.fhir.search import any_of, escape, query, token
+from adapter.flagging import SUBJECT_SYSTEM, Flagger
+from adapter.screening.engine import Screener
+from adapter.screening.record import PatientRecord
+from adapter.screening.resolve import with_resolve
+from adapter.screening.results import PatientResult
+from adapter.sources.server import ServerSource
+from mappings.criteria import CriteriaDefinition
+
+log = logging.getLogger(__name__)
+
+NOT_SCREENED = "not-screened"  # a touched patient outside the population and never flagged
+_BATCH = 50
+_FLAG_CONCURRENCY = 4
+
+
+def _screen_all(
+    screener: Screener, records: list[PatientRecord]
+) -> list[tuple[str, PatientResult | Exception]]:
+    """Each patient's result with its "collect next" entries, as the worker's Task shows them; a
+    record that breaks the engine is that patient's error (a bug: it is logged), not the round's."""
+    out: list[tuple[str, PatientResult | Exception]] = []
+    for record in records:
+        pid = str(record.patient.get("id") or record.key.rsplit("/", 1)[-1])
+        try:
+            out.append((pid, with_resolve(screener, record, screener.screen(record))))
+        except Exception as exc:
+            log.exception("screening failed for a patient", extra={"patient": pid})
+            out.append((pid, exc))
+    return out
+
+
+class Rescreener:
+    def __init__(
+        self,
+        client: FhirClient,
+        definition: CriteriaDefinition,
+        flagger: Flagger,
+        today: Callable[[], date] = date.today,
+    ) -> None:
+        self.client = client
+        self.definition = definition
+        self.flagger = flagger
+        self.today = today
+        self.source = ServerSource(client, definition)
+        self._population = definition.population_concepts()
+        self.screened = 0
+        self.skipped = 0
+
+    def in_population(self, condition: dict[str, Any]) -> bool:
+        """A Condition coded (or lineage-coded in an extension) in one of the population concepts."""
+        concepts = [condition.get("code")] + [
+            ext.get("valueCodeableConcept")
+            for ext in condition.get("extension") or ()
+            if isinstance(ext, dict)
+        ]
+        return any(
+            isinstance(c, dict) and s.matching_coding(c) is not None
+            for c in concepts
+            for s in self._population
+        )
+
+    def _subject_value(self, patient: str) -> str:
+        return f"{self.flagger.nct}/{patient}"  # as Flagger.subject_identifier writes it
+
+    async def who_matters(self, patients: list[str]) -> set[str]:
+        """The patients (server ids) in the population or already flagged."""
+        out: set[str] = set()
+        for start in range(0, len(patients), _BATCH):
+            batch = patients[start : start + _BATCH]
+            values = {self._subject_value(p): p for p in batch}
+            conditions, subjects = await self.client.batch_searches(
+                [
+                    query(
+                        "Condition",
+                        [
+                            ("subject", any_of(escape(f"Patient/{p}") for p in batch)),
+                            ("_elements", "code,extension,subject"),
+                            ("_count", "1000"),
+                        ],
+                    ),
+                    query(
+                        "ResearchSubject",
+                        [
+                            ("identifier", any_of(token(SUBJECT_SYSTEM, v) for v in values)),
+                            ("_elements", "identifier"),
+                            ("_count", "1000"),
+                        ],
+                    ),
+                ]
+            )
+            for condition in conditions:
+                ref = str((condition.get("subject") or {}).get("reference") or "")
+                pid = ref.split("/_history")[0].rsplit("/", 1)[-1]
+                if pid in batch and self.in_population(condition):
+                    out.add(pid)
+            for subject in subjects:
+                for identifier in subject.get("identifier") or ():
+                    if identifier.get("system") == SUBJECT_SYSTEM and identifier.get("value") in values:
+                        out.add(values[identifier["value"]])
+        return out
+
+    async def run(self, patients: list[str]) -> dict[str, dict[str, Any] | BaseException]:
+        """Each patient's outcome: ``{patient, status, flag}``, ``{patient, status: not-screened}``, or
+        the error that stopped it (its payloads are retried)."""
+        matter = await self.who_matters(patients)
+        out: dict[str, dict[str, Any] | BaseException] = {
+            p: {"patient": f"Patient/{p}", "status": NOT_SCREENED} for p in patients if p not in matter
+        }
+        self.skipped += len(out)
+        if not matter:
+            return out
+        await self.flagger.prepare()
+        records = [record async for record in self.source.records(sorted(matter))]
+        # One thread, one record after another: the engine and its models are not shared across threads.
+        results = await asyncio.to_thread(_screen_all, Screener(self.definition, self.today()), records)
+        slots = asyncio.Semaphore(_FLAG_CONCURRENCY)
+
+        async def flag(pid: str, result: PatientResult | Exception) -> None:
+            if isinstance(result, Exception):
+                out[pid] = result
+                return
+            try:
+                async with slots:
+                    outcome = await self.flagger.apply(result)
+                out[pid] = {"patient": result.patient, "status": result.status, "flag": outcome.action}
+                self.screened += 1
+            except Exception as exc:  # this patient's payloads are retried; the others go on
+                out[pid] = exc
+
+        await asyncio.gather(*(flag(pid, result) for pid, result in results))
+        for pid in matter - out.keys():  # not on the server (deleted since): nothing to screen
+            out[pid] = {"patient": f"Patient/{pid}", "status": NOT_SCREENED}
+        log.info(
+            "patients re-screened",
+            extra={"screened": len(matter), "skipped": len(patients) - len(matter), "round": len(patients)},
+        )
+        return out
