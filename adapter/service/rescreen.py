@@ -1,8 +1,8 @@
 """Re-screening the patients pushed data touched: only those who can matter, many at once.
 
-A patient can matter to the study when the server holds a Condition in the criteria's population
-concepts (``CriteriaDefinition.population_concepts``: any ALL record, with the screening's own concept
-matching, ranges and prefixes included), or when the adapter has already flagged them (a
+A patient can matter to the study when the server holds a Condition that might be a sign of the disease
+(``PopulationSigns``, shared with the files path: ALL codes and their descendants, a site's local codes
+through its ConceptMaps, the study's ALL wording, broader codes), or when the adapter has already flagged them (a
 ResearchSubject with the adapter's identifier, whatever its status). Screening runs after the data is
 forwarded, so a patient who enters the population through this very payload is found on the server.
 Anyone else cannot be a candidate (no ALL record: the diagnosis criterion is not met) and has no flag to
@@ -27,6 +27,7 @@ from adapter.screening.engine import Screener
 from adapter.screening.record import PatientRecord
 from adapter.screening.resolve import with_resolve
 from adapter.screening.results import PatientResult
+from adapter.sources.population import PopulationSigns
 from adapter.sources.server import ServerSource
 from mappings.criteria import CriteriaDefinition
 
@@ -66,22 +67,14 @@ class Rescreener:
         self.flagger = flagger
         self.today = today
         self.source = ServerSource(client, definition)
-        self._population = definition.population_concepts()
+        self._signs = PopulationSigns(definition)
         self.screened = 0
         self.skipped = 0
 
     def in_population(self, condition: dict[str, Any]) -> bool:
-        """A Condition coded (or lineage-coded in an extension) in one of the population concepts."""
-        concepts = [condition.get("code")] + [
-            ext.get("valueCodeableConcept")
-            for ext in condition.get("extension") or ()
-            if isinstance(ext, dict)
-        ]
-        return any(
-            isinstance(c, dict) and s.matching_coding(c) is not None
-            for c in concepts
-            for s in self._population
-        )
+        """A Condition that might be a sign of the disease: the files path's test (codes with the
+        site's ConceptMaps, lineage extensions, the study's wording, broader codes, malformed data)."""
+        return self._signs.is_sign(condition)
 
     def _subject_value(self, patient: str) -> str:
         return f"{self.flagger.nct}/{patient}"  # as Flagger.subject_identifier writes it

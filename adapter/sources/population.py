@@ -42,10 +42,9 @@ class PopulationSigns:
 
     def __init__(self, definition: CriteriaDefinition) -> None:
         diagnosis: DiagnosisClause = definition.diagnosis_clause()
-        names = [diagnosis.lineage, diagnosis.unknown_lineage, *diagnosis.status]
-        if diagnosis.other_lineage:
-            names.append(diagnosis.other_lineage)  # B-lineage ALL: screened (and said so), not hidden
-        self._concepts = [definition.concepts[name] for name in dict.fromkeys(names)]
+        self._concepts = definition.population_concepts()
+        if diagnosis.other_lineage:  # B-lineage ALL: screened (and said so), not hidden
+            self._concepts.append(definition.concepts[diagnosis.other_lineage])
         self._signs = DiagnosisSigns(definition)  # the criteria's own wording and broader codes
         self._maps = definition.concept_maps  # a site's local codes
 
