@@ -130,12 +130,7 @@ class Batcher(Generic[T, R]):
             except BaseException as exc:  # the whole call failed: every item gets the error
                 results = [exc] * len(batch)
         for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+            _settle(future, result)
 
 
 class Coalescer(Generic[R]):
@@ -198,15 +193,20 @@ class Coalescer(Generic[R]):
             for key, futures in taken.items():
                 result = results.get(key, KeyError(key))
                 for future in futures:
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+                    _settle(future, result)
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    """Give a waiter its result, or its error; one that already has an answer is left alone."""
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
