@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from mappings.criteria import CriteriaDefinition, ProcedureClause
@@ -127,7 +128,7 @@ class ScreeningReads:
         if rtype in _ALWAYS_READ:
             return True
         if rtype == "Observation":
-            if self._any_coding(resource.get("code"), self._is_observation_code):
+            if any_coding(resource.get("code"), self._is_observation_code):
                 return True
             components = resource.get("component")
             if components is None:
@@ -135,7 +136,7 @@ class ScreeningReads:
             if not isinstance(components, list):
                 return True  # malformed: let validation name it
             return any(
-                not isinstance(c, dict) or self._any_coding(c.get("code"), self._is_observation_code)
+                not isinstance(c, dict) or any_coding(c.get("code"), self._is_observation_code)
                 for c in components
             )
         elements = _CODED.get(rtype)
@@ -151,7 +152,7 @@ class ScreeningReads:
             concepts += [e.get("valueCodeableConcept") for e in extensions if isinstance(e, dict)]
         if self._maps:
             concepts = [self._maps.translate_concept(c) for c in concepts]
-        if any(self._any_coding(concept, self._in_any_concept) for concept in concepts):
+        if any(any_coding(concept, self._in_any_concept) for concept in concepts):
             return True
         # A Condition that names the disease in words or by a broader code: the diagnosis reads it; a
         # Procedure whose name suggests one a criterion looks for (surgery) is read for review.
@@ -187,16 +188,17 @@ class ScreeningReads:
                 self._matched[key] = found
         return found
 
-    @staticmethod
-    def _any_coding(concept: Any, test: Any) -> bool:
-        """True if a coding passes ``test``, or if the concept is malformed (validation will say how)."""
-        if concept is None:
-            return False
-        if not isinstance(concept, dict):
-            return True
-        codings = concept.get("coding")
-        if codings is None:
-            return False
-        if not isinstance(codings, list):
-            return True
-        return any(not isinstance(coding, dict) or test(coding) for coding in codings)
+
+def any_coding(concept: Any, test: Callable[[dict[str, Any]], bool]) -> bool:
+    """True if a coding of a CodeableConcept passes ``test``, or if the concept is malformed (whoever
+    reads it next, validation or a person, must see it)."""
+    if concept is None:
+        return False
+    if not isinstance(concept, dict):
+        return True
+    codings = concept.get("coding")
+    if codings is None:
+        return False
+    if not isinstance(codings, list):
+        return True
+    return any(not isinstance(coding, dict) or test(coding) for coding in codings)

@@ -20,7 +20,7 @@ from typing import Any
 
 from adapter.screening.dates import day_of, effective_day
 from adapter.screening.engine import _IGNORED_OBSERVATION, _instant_key
-from adapter.screening.reads import ScreeningReads
+from adapter.screening.reads import ScreeningReads, any_coding
 from adapter.screening.record import SUBJECT_ELEMENT, normalise_reference
 from adapter.screening.signs import DiagnosisSigns
 from mappings.criteria import CriteriaDefinition, DiagnosisClause
@@ -71,22 +71,15 @@ class PopulationSigns:
         text = concept.get("text")
         if isinstance(text, str) and _ALL_TEXT.search(text):
             return True
-        codings = concept.get("coding")
-        if codings is None:
-            return False
-        if not isinstance(codings, list):
+        return any_coding(concept, self._coding_is_sign)
+
+    def _coding_is_sign(self, coding: dict[str, Any]) -> bool:
+        system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+        if not isinstance(system, str | None) or not isinstance(code, str | None):
+            return True  # malformed: cannot tell
+        if any(c.matches(system, code) for c in self._concepts):
             return True
-        for coding in codings:
-            if not isinstance(coding, dict):
-                return True
-            system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
-            if not isinstance(system, str | None) or not isinstance(code, str | None):
-                return True
-            if any(c.matches(system, code) for c in self._concepts):
-                return True
-            if isinstance(display, str) and _ALL_TEXT.search(display):
-                return True
-        return False
+        return isinstance(display, str) and _ALL_TEXT.search(display) is not None
 
 
 def find_population(files: list[Path], reads: ScreeningReads, signs: PopulationSigns) -> list[str]:
