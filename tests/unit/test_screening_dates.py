@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from adapter.screening.dates import add_years, day_of, effective_day, years_between
+from mappings.clinical.dates import add_years, day_of, effective_day, years_between
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.screening.tri import MET, NOT_MET, UNKNOWN, all_of, any_of, negate
+from mappings.clinical.tri import MET, NOT_MET, UNKNOWN, all_of, any_of, negate
 
 values = st.sampled_from([MET, NOT_MET, UNKNOWN])
 value_lists = st.lists(values, max_size=6)
