@@ -22,13 +22,11 @@ from mappings.clinical.record import PatientRecord
 from mappings.clinical.tri import MET, NOT_MET, UNKNOWN
 from mappings.criteria import CriteriaDefinition, Criterion
 from mappings.kinds.base import Clause, Context, Outcome
-from mappings.kinds.registry import kind_of
+from mappings.kinds.registry import kind_of, kinds
 from mappings.terminology.conceptmap import ConceptMaps
 
 from .reads import ScreeningReads
 from .results import CriterionResult, PatientResult
-
-__all__ = ["Outcome", "Screener", "iter_results"]
 
 
 class Screener:
@@ -40,13 +38,10 @@ class Screener:
         self.manual_reason = definition.manual_review_reason
         self._reads = ScreeningReads(definition)
         self._maps = definition.concept_maps
-        self._context = Context(definition, as_of, evaluate=self._evaluate)
+        self._context = Context(definition, as_of, self._evaluate)
         self._reads_patient = {c.id for c in definition.criteria if _reads_patient(c.rule)}
         self._bare_results: dict[str, CriterionResult] = {}
-        # The kinds' evaluations by name, looked up once (a hospital's records are many).
-        self._leaf = {
-            c.kind: kind_of(c.kind) for criterion in definition.criteria for c in _clauses(criterion.rule)
-        }
+        self._kinds = {kind.name: kind for kind in kinds()}
 
     # --- public ----------------------------------------------------------------------------------
 
@@ -96,7 +91,7 @@ class Screener:
     # --- tree ------------------------------------------------------------------------------------
 
     def _evaluate(self, clause: Clause, record: PatientRecord) -> Outcome:
-        kind = self._leaf.get(clause.kind) or kind_of(clause)
+        kind = self._kinds[clause.kind]
         if not kind.combination:
             gated = _sex_gate(clause, record)
             if gated is not None:
@@ -116,13 +111,6 @@ def _sex_gate(clause: Clause, record: PatientRecord) -> Outcome | None:
     if gender in ("male", "female") and gender != wanted:
         return Outcome(clause.otherwise or UNKNOWN, f"not applicable ({gender})", (record.key,))
     return None
-
-
-def _clauses(clause: Clause) -> Iterable[Clause]:
-    """A rule's clauses, combinations included, depth first."""
-    yield clause
-    for child in getattr(clause, "clauses", ()):
-        yield from _clauses(child)
 
 
 def _translated(record: PatientRecord, maps: ConceptMaps) -> PatientRecord:

@@ -7,7 +7,7 @@ evaluation, what it reads and how it is published as a Group characteristic. ``r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -106,10 +106,14 @@ class Context:
     definition: Definitions
     as_of: date
     # Set by the screener: how a combination evaluates its children (sex gate and dispatch included).
-    evaluate: Callable[[Any, PatientRecord], Outcome] = field(repr=False, default=lambda c, r: NotImplemented)
-    _usable_conditions: tuple[PatientRecord, list[dict[str, Any]]] | None = None
-    _wordings: dict[tuple[str, ...], Wording] = field(default_factory=dict)
-    _shared: dict[str, Any] = field(default_factory=dict)
+    evaluate: Callable[[Any, PatientRecord], Outcome] = field(repr=False)
+    concepts: Mapping[str, ConceptSet] = field(init=False, repr=False)
+    maps: ConceptMaps = field(init=False, repr=False)
+    # Each concept set's exact (system, code) pairs: Observations are looked up by them.
+    exact_codes: dict[str, list[tuple[str, str]]] = field(init=False, repr=False)
+    _usable_conditions: tuple[PatientRecord, list[dict[str, Any]]] | None = field(default=None, repr=False)
+    _wordings: dict[tuple[str, ...], Wording] = field(default_factory=dict, repr=False)
+    _shared: dict[Hashable, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.concepts = self.definition.concepts
@@ -121,8 +125,8 @@ class Context:
     def new_record(self) -> None:
         self._usable_conditions = None
 
-    def shared(self, key: str, build: Callable[[], Any]) -> Any:
-        """A value a kind builds once per screener (diagnosis signs)."""
+    def shared(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """A value a kind builds once per screener (a diagnosis clause's signs)."""
         found = self._shared.get(key)
         if found is None:
             found = self._shared[key] = build()

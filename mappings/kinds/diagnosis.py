@@ -63,13 +63,20 @@ class DiagnosisSigns(DiseaseSigns):
 
     def __init__(self, definition: _WithDiagnosis) -> None:
         clause = definition.diagnosis_clause()
-        names = dict.fromkeys([clause.lineage, clause.unknown_lineage, *clause.status])
-        super().__init__(clause.text_signals, [definition.concepts[n] for n in names])
+        super().__init__(clause.text_signals, _recognised(clause, definition.concepts))
+
+
+def _recognised(clause: DiagnosisClause, concepts: Mapping[str, ConceptSet]) -> list[ConceptSet]:
+    """The sets whose codes say the disease: the lineages that decide and the status codes."""
+    return [concepts[n] for n in dict.fromkeys([clause.lineage, clause.unknown_lineage, *clause.status])]
 
 
 def evaluate(clause: DiagnosisClause, ctx: Context, record: PatientRecord) -> Outcome:
     concepts = ctx.concepts
-    signs: DiagnosisSigns = ctx.shared("diagnosis-signs", lambda: DiagnosisSigns(ctx.definition))  # type: ignore[arg-type]
+    signs: DiseaseSigns = ctx.shared(
+        ("diagnosis-signs", id(clause)),
+        lambda: DiseaseSigns(clause.text_signals, _recognised(clause, concepts)),
+    )
     lineage, unknown = concepts[clause.lineage], concepts[clause.unknown_lineage]
     other = concepts[clause.other_lineage] if clause.other_lineage else None
     statuses = [concepts[name] for name in clause.status]
