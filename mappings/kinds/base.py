@@ -58,6 +58,7 @@ class Reads:
     exact_concepts: tuple[str, ...] = ()
     text_signals: tuple[str, ...] = ()
     window_days: int | None = None
+    window_years: int | None = None
     patient: bool = False  # the answer depends on the Patient resource itself
 
 

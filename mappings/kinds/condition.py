@@ -125,7 +125,7 @@ def _state(condition: dict[str, Any], match: Any, ctx: Context) -> str:
 
 def reads(clause: ConditionClause) -> Reads:
     years = clause.match.within_years if isinstance(clause.match, WithinYears) else None
-    return Reads(resource_types=("Condition",), window_days=years * 366 if years is not None else None)
+    return Reads(resource_types=("Condition",), window_years=years)
 
 
 def characteristic(clause: ConditionClause, criteria: Definitions) -> Characteristic:

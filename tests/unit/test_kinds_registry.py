@@ -82,6 +82,12 @@ def test_one_table_of_resource_types() -> None:
     assert resource_types.SUBJECT_ELEMENT["Immunization"] == "patient"
     assert {"Patient", "Immunization", "Medication"} == resource_types.ALWAYS_READ
     assert set(resource_types.READ_TYPES) <= resource_types.ACCEPTED_TYPES
+    # What the ingestion service accepts: the types read, and what engines commonly send with them.
+    assert {
+        "Patient", "Condition", "Observation", "Procedure", "MedicationRequest", "MedicationStatement",
+        "Medication", "Immunization", "Encounter", "DiagnosticReport", "Specimen", "AllergyIntolerance",
+        "Practitioner", "PractitionerRole", "Organization", "Location",
+    } == resource_types.ACCEPTED_TYPES  # fmt: skip
     # What the service accepts but never reads, a hospital export's NDJSON lines skip unparsed.
     assert resource_types.ACCOMPANYING_TYPES <= resource_types.NEVER_READ
     assert not set(resource_types.READ_TYPES) & resource_types.NEVER_READ

@@ -1,4 +1,4 @@
-"""Day-precision date helpers (adapter/screening/dates.py)."""
+"""Day-precision date helpers (mappings/clinical/dates.py)."""
 
 from __future__ import annotations
 

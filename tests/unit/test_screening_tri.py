@@ -1,4 +1,4 @@
-"""Kleene three-valued logic (adapter/screening/tri.py): truth tables and algebraic laws."""
+"""Kleene three-valued logic (mappings/clinical/tri.py): truth tables and algebraic laws."""
 
 from __future__ import annotations
 

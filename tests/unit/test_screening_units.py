@@ -1,4 +1,4 @@
-"""Unit conversion (UCUM + molar mass) and tolerant comparison (adapter/screening/units.py)."""
+"""Unit conversion (UCUM + molar mass) and tolerant comparison (mappings/clinical/units.py)."""
 
 from __future__ import annotations
 
