@@ -50,6 +50,7 @@ test: install hapi browser
 	$(BIN)/ruff check adapter mappings tests
 	$(BIN)/ruff format --check adapter mappings tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 unit: install
@@ -59,6 +60,7 @@ lint: install
 	$(BIN)/ruff check adapter mappings tests
 	$(BIN)/ruff format --check adapter mappings tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Benchmarks (never part of the tests): a synthetic hospital loaded into HAPI, the adapter's strategy
 # against the naive way and the lower bound; results in bench/results/.

@@ -37,10 +37,10 @@ from typing import Any
 from adapter.fhir.client import FhirClient
 from adapter.fhir.search import any_of
 from adapter.screening.reads import ScreeningReads
-from adapter.screening.record import RecordBuilder
 from adapter.screening.run import report_for, screen_files, screen_records, screen_server
 from adapter.sources.files import load_records
 from adapter.sources.server import PAGE_SIZE, ServerSource, observation_tokens, population_tokens
+from mappings.clinical.record import RecordBuilder
 from mappings.criteria import load_criteria
 
 REPO = Path(__file__).resolve().parents[1]

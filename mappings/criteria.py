@@ -1,422 +1,38 @@
-"""The criteria definition: schema, loader and concept matching.
+"""The criteria definition: schema and loader.
 
 One YAML file per study (``mappings/studies/<NCT>/criteria.yaml``) defines every eligibility criterion
-once. The published Group (``mappings.resources``) and the screening engine (``adapter.screening``)
+once. Concept sets are in ``mappings.concepts``; each kind of clause (its schema, evaluation, reads and
+publication) in ``mappings.kinds``, listed once in ``mappings.kinds.registry``. The published Group (``mappings.resources``) and the screening engine (``adapter.screening``)
 both read this model, so the criteria cannot drift apart.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator
-from functools import cached_property
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from mappings import terminology
+from mappings.concepts import Analyte, Code, ConceptSet, Model
+from mappings.kinds import registry
+from mappings.kinds.base import Clause
+from mappings.kinds.diagnosis import DiagnosisClause
+from mappings.kinds.observation import ObservationClause
+from mappings.kinds.registry import COMBINATIONS, AnyClause, kind_of
 from mappings.terminology.conceptmap import ConceptMaps
-
-Result = Literal["met", "not-met", "unknown"]
-Comparator = Literal["<", "<=", ">", ">="]
 
 
 class CriteriaDefinitionError(ValueError):
     """The criteria file cannot be used; the message says where and why."""
 
 
-class _Model(BaseModel):
-    # NaN or infinity as a threshold would make every comparison false: a silent wrong screening.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def _patterns(value: tuple[str, ...]) -> tuple[str, ...]:
-    """Text signals must be regular expressions: a typo is an error when the criteria load."""
-    for pattern in value:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"text signal {pattern!r} is not a regular expression: {exc}") from None
-    return value
-
-
-# --- concept sets -------------------------------------------------------------------------------
-
-
-class Code(_Model):
-    system: str
-    code: str
-    display: str = ""
-    verified: bool = True
-
-
-class CodeRange(_Model):
-    """ICD-10 categories compared on their first three characters, inclusive: C00..C96."""
-
-    system: str
-    first: str
-    last: str
-
-    def contains(self, code: str) -> bool:
-        category = code[:3].upper()
-        return len(category) == 3 and self.first.upper() <= category <= self.last.upper()
-
-
-class CodePrefix(_Model):
-    system: str
-    prefix: str
-
-    def contains(self, code: str) -> bool:
-        return code.upper().startswith(self.prefix.upper())
-
-
-class Behaviour(_Model):
-    """ICD-O-3 morphology codes (``NNNN/B``) whose behaviour digit is ``behaviour``: 3 = malignant."""
-
-    system: str
-    behaviour: str
-
-
-class ConceptSet(_Model):
-    """Codes by meaning: explicit ``codes``, ``roots`` (the code and all its descendants in its system,
-    from ``mappings.terminology``), ICD ``ranges``, ATC ``prefixes``, ICD-O-3 ``behaviours``; minus
-    ``exclude`` (each item excludes the code and its descendants). RxNorm drugs count for their
-    ingredients (``matches_coding``)."""
-
-    name: str
-    display: str
-    codes: tuple[Code, ...] = ()
-    roots: tuple[Code, ...] = ()
-    ranges: tuple[CodeRange, ...] = ()
-    prefixes: tuple[CodePrefix, ...] = ()
-    behaviours: tuple[Behaviour, ...] = ()
-    exclude: tuple[CodePrefix, ...] = ()
-
-    @cached_property
-    def _exact(self) -> frozenset[tuple[str, str]]:
-        return frozenset((c.system, c.code) for c in self.codes)
-
-    @cached_property
-    def _memo(self) -> dict[tuple[str, str], bool]:
-        return {}
-
-    @cached_property
-    def _ingredient_names(self) -> tuple[str, ...]:
-        return tuple(c.display for c in self.codes if c.system == terminology.RXNORM and c.display)
-
-    @cached_property
-    def _simple(self) -> bool:
-        return not (self.ranges or self.prefixes or self.exclude or self.roots or self.behaviours)
-
-    def matches(self, system: str | None, code: str | None) -> bool:
-        if not system or not code:
-            return False
-        if self._simple:
-            return (system, code) in self._exact
-        # Hierarchy tests are slow to repeat for every record; a hospital's codes repeat a lot.
-        memo = self._memo
-        key = (system, code)
-        found = memo.get(key)
-        if found is None:
-            found = self._matches(system, code)
-            if len(memo) < 50_000:
-                memo[key] = found
-        return found
-
-    def _matches(self, system: str, code: str) -> bool:
-        term = terminology.default_terminology()
-        if any(x.system == system and term.is_a(system, code, x.prefix) for x in self.exclude):
-            return False
-        if (system, code) in self._exact:
-            return True
-        if any(r.system == system and term.is_a(system, code, r.code) for r in self.roots):
-            return True
-        if self.behaviours:
-            found = terminology.morphology(code)
-            if found and any(b.system == system and b.behaviour == found[1] for b in self.behaviours):
-                return True
-        return any(r.system == system and r.contains(code) for r in self.ranges) or any(
-            p.system == system and p.contains(code) for p in self.prefixes
-        )
-
-    @cached_property
-    def _named(self) -> tuple[tuple[str, str], ...]:
-        return tuple({(c.system, c.code) for c in (*self.codes, *self.roots)})
-
-    @cached_property
-    def _broader_memo(self) -> dict[tuple[str, str], bool]:
-        return {}
-
-    def broader_than_member(self, system: str, code: str) -> bool:
-        """Whether a code is strictly broader than a code this set names (ICD-10-CM ``B18`` above a
-        listed ``B18.1``): it may mean a member but does not say so, so it is never a match."""
-        key = (system, code)
-        found = self._broader_memo.get(key)
-        if found is None:
-            term = terminology.default_terminology()
-            found = not self.matches(system, code) and any(
-                s == system and term.is_ancestor_of(system, code, named)
-                for s, named in self._named
-                if len(code.strip()) >= 3
-            )
-            if len(self._broader_memo) < 50_000:
-                self._broader_memo[key] = found
-        return found
-
-    def broader_coding(self, concept: dict[str, Any] | None) -> dict[str, Any] | None:
-        for coding in (concept or {}).get("coding") or ():
-            if not isinstance(coding, dict):
-                continue
-            system, code = coding.get("system"), coding.get("code")
-            if isinstance(system, str) and isinstance(code, str) and self.broader_than_member(system, code):
-                return coding
-        return None
-
-    def matches_coding(self, coding: dict[str, Any]) -> bool:
-        """A Coding in this set: by its code, or (RxNorm) by one of the drug's ingredients."""
-        system, code = coding.get("system"), coding.get("code")
-        if not isinstance(system, str) or not isinstance(code, str):
-            return False
-        if self.matches(system, code):
-            return True
-        if system != terminology.RXNORM or not self._ingredient_names:
-            return False
-        term = terminology.default_terminology()
-        if any(self.matches(system, ingredient) for ingredient in term.ingredients_of(code)):
-            return True
-        display = coding.get("display")
-        return isinstance(display, str) and any(
-            terminology.names_ingredient(display, name) for name in self._ingredient_names
-        )
-
-    def matching_coding(self, concept: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The first Coding of a CodeableConcept that belongs to this set, if any."""
-        for coding in (concept or {}).get("coding") or ():
-            if isinstance(coding, dict) and self.matches_coding(coding):
-                return coding
-        return None
-
-    def expansion(self) -> list[tuple[str, str]]:
-        """Every (system, code) this set names or knows to descend from its roots, for searches.
-        Ranges, prefixes and behaviours are patterns: only a terminology server could list them."""
-        term = terminology.default_terminology()
-        found = [(c.system, c.code) for c in self.codes]
-        found += [(r.system, code) for r in self.roots for code in term.expand(r.system, r.code)]
-        return [item for item in dict.fromkeys(found) if self.matches(*item)]
-
-    def search_tokens(self) -> list[str]:
-        """``system|code`` tokens for a FHIR token search (the expansion)."""
-        return [f"{system}|{code}" for system, code in self.expansion()]
-
-
-# --- clauses ------------------------------------------------------------------------------------
-
-
-class _Clause(_Model):
-    label: str | None = None
-    only_for_sex: Literal["female", "male"] | None = None
-    otherwise: Result | None = None
-
-    @model_validator(mode="after")
-    def _sex_gate_has_fallback(self) -> _Clause:
-        if self.only_for_sex and self.otherwise is None:
-            raise ValueError("only_for_sex needs `otherwise` (the result for the other sex)")
-        return self
-
-    def concept_names(self) -> Iterator[str]:
-        return iter(())
-
-
-class AgeClause(_Clause):
-    kind: Literal["age"]
-    min_years: int
-    max_years: int
-
-
-class AliveClause(_Clause):
-    kind: Literal["alive"]
-
-
-class DiagnosisClause(_Clause):
-    kind: Literal["diagnosis"]
-    lineage: str
-    unknown_lineage: str
-    other_lineage: str | None = None
-    status: tuple[str, ...]
-    # Regular expressions for wording that names the disease in a Condition's text or a display: such
-    # a Condition without a recognised code makes the diagnosis unknown, never not-met.
-    text_signals: tuple[str, ...] = ()
-
-    @field_validator("text_signals")
-    @classmethod
-    def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _patterns(value)
-
-    def concept_names(self) -> Iterator[str]:
-        yield from (self.lineage, self.unknown_lineage, *self.status)
-        if self.other_lineage:
-            yield self.other_lineage
-
-
-class WithinYears(_Model):
-    within_years: int
-
-
-class ConditionClause(_Clause):
-    kind: Literal["condition"]
-    concepts: tuple[str, ...]
-    match: Literal["current", "history"] | WithinYears = "current"
-    body_site: str | None = None
-    when_present: Result = "met"
-    when_absent: Result = "not-met"
-
-    def concept_names(self) -> Iterator[str]:
-        yield from self.concepts
-        if self.body_site:
-            yield self.body_site
-
-
-class ObservationClause(_Clause):
-    kind: Literal["observation"]
-    concepts: tuple[str, ...]
-    comparator: Comparator | None = None
-    value: float | None = None
-    unit: str | None = None
-    relative_to: Literal["uln"] | None = None
-    analyte: str | None = None
-    # Coded results: 'positive', 'negative', or the name of a concept set of answers that meet.
-    expect: str | None = None
-    expect_not: str | None = None
-    window_days: int | None = None
-    room_air: str | None = None
-    when_absent: Result = "unknown"
-
-    @model_validator(mode="after")
-    def _one_test(self) -> ObservationClause:
-        quantitative = self.comparator is not None
-        if quantitative == (self.expect is not None):
-            raise ValueError("an observation clause needs either comparator/value or expect")
-        if quantitative and self.value is None:
-            raise ValueError("comparator needs value")
-        if quantitative and self.relative_to is None and not self.unit:
-            raise ValueError("a quantitative threshold needs a unit (UCUM) or relative_to")
-        return self
-
-    def concept_names(self) -> Iterator[str]:
-        yield from self.concepts
-        for extra in (self.room_air, self.expect_not):
-            if extra:
-                yield extra
-        if self.expect and self.expect not in ("positive", "negative"):
-            yield self.expect
-
-
-class EndedWithinDays(_Model):
-    ended_within_days: int
-
-
-class MedicationClause(_Clause):
-    kind: Literal["medication"]
-    concepts: tuple[str, ...]
-    state: Literal["active"] | EndedWithinDays = "active"
-    exclude_routes: str | None = None
-    when_absent: Result = "not-met"
-
-    def concept_names(self) -> Iterator[str]:
-        yield from self.concepts
-        if self.exclude_routes:
-            yield self.exclude_routes
-
-
-class ProcedureClause(_Clause):
-    kind: Literal["procedure"]
-    concepts: tuple[str, ...] = ()
-    category: str | None = None
-    within_days: int | None = None
-    when_absent: Result = "not-met"
-    # Regular expressions for names that suggest the procedure (e.g. "-ectomy" for surgery): such a
-    # Procedure in the window without a recognised code makes the clause unknown (review), never met.
-    text_signals: tuple[str, ...] = ()
-
-    @field_validator("text_signals")
-    @classmethod
-    def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _patterns(value)
-
-    @model_validator(mode="after")
-    def _has_target(self) -> ProcedureClause:
-        if not self.concepts and not self.category:
-            raise ValueError("a procedure clause needs concepts or category")
-        return self
-
-    def concept_names(self) -> Iterator[str]:
-        yield from self.concepts
-        if self.category:
-            yield self.category
-
-
-class ImmunizationClause(_Clause):
-    kind: Literal["immunization"]
-    within_days: int
-    when_absent: Result = "not-met"
-
-
-class ManualClause(_Clause):
-    kind: Literal["manual"]
-
-
-class _Combination(_Clause):
-    clauses: tuple[Clause, ...]
-
-    def concept_names(self) -> Iterator[str]:
-        for clause in self.clauses:
-            yield from clause.concept_names()
-
-
-class AllOf(_Combination):
-    kind: Literal["all_of"] = "all_of"
-
-
-class AnyOf(_Combination):
-    kind: Literal["any_of"] = "any_of"
-
-
-Clause = Annotated[
-    AgeClause
-    | AliveClause
-    | DiagnosisClause
-    | ConditionClause
-    | ObservationClause
-    | MedicationClause
-    | ProcedureClause
-    | ImmunizationClause
-    | ManualClause
-    | AllOf
-    | AnyOf,
-    Field(discriminator="kind"),
-]
-LeafClause = (
-    AgeClause
-    | AliveClause
-    | DiagnosisClause
-    | ConditionClause
-    | ObservationClause
-    | MedicationClause
-    | ProcedureClause
-    | ImmunizationClause
-    | ManualClause
-)
-AllOf.model_rebuild()
-AnyOf.model_rebuild()
-
-
 def _normalise_rule(rule: Any) -> Any:
     """YAML writes combinators as ``{all_of: [...]}``; the model wants ``{kind: all_of, clauses: [...]}``."""
     if not isinstance(rule, dict):
         return rule
-    for key in ("all_of", "any_of"):
+    for key in COMBINATIONS:
         if key in rule:
             if not isinstance(rule[key], list):
                 return rule  # the model reports the shape error
@@ -425,7 +41,7 @@ def _normalise_rule(rule: Any) -> Any:
     return rule
 
 
-class Criterion(_Model):
+class Criterion(Model):
     id: str
     # A short title for people (reports, Tasks); the verbatim registry text stays in `text`.
     title: str | None = Field(default=None, max_length=80)
@@ -433,20 +49,20 @@ class Criterion(_Model):
     text: str
     computable: Literal["full", "partial", "none"]
     decision: str | None = None
-    rule: Clause
+    rule: AnyClause
 
     @field_validator("rule", mode="before")
     @classmethod
     def _normalise(cls, value: Any) -> Any:
         return _normalise_rule(value)
 
-    def leaves(self) -> list[LeafClause]:
-        """The rule's leaf clauses, depth first."""
-        out: list[LeafClause] = []
+    def leaves(self) -> list[Clause]:
+        """The rule's leaf clauses, depth first (combinations are walked, never returned)."""
+        out: list[Clause] = []
 
         def walk(clause: Clause) -> None:
-            if isinstance(clause, AllOf | AnyOf):
-                for child in clause.clauses:
+            if kind_of(clause).combination:
+                for child in getattr(clause, "clauses", ()):
                     walk(child)
             else:
                 out.append(clause)
@@ -455,17 +71,13 @@ class Criterion(_Model):
         return out
 
 
-class Analyte(_Model):
-    molar_mass: float = Field(gt=0, description="g/mol")
-
-
-class CriteriaDefinition(_Model):
+class CriteriaDefinition(Model):
     study: str
     version: int
     manual_review_reason: str
     systems: dict[str, str]
     concepts: dict[str, ConceptSet]
-    analytes: dict[str, Analyte] = {}
+    analytes: dict[str, Analyte] = Field(default_factory=dict)
     criteria: tuple[Criterion, ...] = Field(min_length=1)
     # A site's local codes (``--concept-map``): not part of the criteria file, attached at run time.
     concept_maps: ConceptMaps = Field(default_factory=ConceptMaps, exclude=True)
@@ -521,12 +133,21 @@ class CriteriaDefinition(_Model):
         names: dict[str, None] = {}
         for criterion in self.criteria:
             for leaf in criterion.leaves():
-                if isinstance(leaf, ObservationClause):
-                    names.update(dict.fromkeys(leaf.concepts))
+                names.update(dict.fromkeys(kind_of(leaf).reads(leaf).exact_concepts))
         return list({(c.system, c.code): c for n in names for c in self.concepts[n].codes}.values())
 
     def leaf_kinds(self) -> set[str]:
         return {leaf.kind for criterion in self.criteria for leaf in criterion.leaves()}
+
+
+def _use_union(union: Any) -> None:
+    """A kind was registered at run time: a criterion's rule may now be of it."""
+    Criterion.model_fields["rule"].annotation = union
+    Criterion.model_rebuild(force=True)
+    CriteriaDefinition.model_rebuild(force=True)
+
+
+registry.on_union_change(_use_union)
 
 
 # --- loading ------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 import html
 import json
 import uuid
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -25,44 +24,28 @@ from urllib.parse import quote
 from fhir.resources.R4B import get_fhir_model_class
 
 from adapter.fhir.search import token as search_token
-from mappings.criteria import (
-    AgeClause,
-    AliveClause,
-    ConceptSet,
-    ConditionClause,
-    CriteriaDefinition,
-    CriteriaDefinitionError,
-    Criterion,
-    DiagnosisClause,
-    ImmunizationClause,
-    LeafClause,
-    ManualClause,
-    MedicationClause,
-    ObservationClause,
-    ProcedureClause,
-    WithinYears,
-)
+from mappings.criteria import CriteriaDefinition, CriteriaDefinitionError
+from mappings.group import characteristics, group_narrative
+from mappings.kinds.publish import BASE, UCUM
+from mappings.kinds.publish import clean as _clean
+from mappings.kinds.publish import coding as _coding
+from mappings.kinds.publish import concept as _concept
+from mappings.kinds.publish import number as _number
 from mappings.study import DURATION_UNITS, Study, StudyDefinitionError
 from mappings.valuesets import concept_valuesets
 
 # --- canonical URLs and systems -----------------------------------------------------------------
 
-BASE = "http://trial-adapter.org/fhir"
 PROFILE_RESEARCH_STUDY = f"{BASE}/StructureDefinition/trial-research-study"
 PROFILE_PROTOCOL = f"{BASE}/StructureDefinition/trial-protocol"
 PROFILE_ELIGIBILITY_GROUP = f"{BASE}/StructureDefinition/eligibility-group"
 EXT_TARGET_ENROLLMENT = f"{BASE}/StructureDefinition/target-enrollment"
 EXT_ACTION_DOSE = f"{BASE}/StructureDefinition/action-dose"
-EXT_ELIGIBILITY_CRITERION = f"{BASE}/StructureDefinition/eligibility-criterion"
-LOCAL = f"{BASE}/CodeSystem/trial-adapter-local"
 SID_STUDY_RESOURCE = f"{BASE}/sid/study-resource"
 SID_ORG_STUDY_ID = f"{BASE}/sid/org-study-id"
 PLAN_DEFINITION_URL = f"{BASE}/PlanDefinition/{{nct}}-protocol"
 
 NCT_SYSTEM = "https://clinicaltrials.gov"
-SCT = "http://snomed.info/sct"
-LOINC = "http://loinc.org"
-UCUM = "http://unitsofmeasure.org"
 PHASE_SYSTEM = "http://terminology.hl7.org/CodeSystem/research-study-phase"
 PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/research-study-prim-purp-type"
 PLAN_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
@@ -131,39 +114,6 @@ ARM_TYPES = {
     "OTHER": ("other-arm-type", "Other Arm Type"),
 }
 
-# --- codes for the kinds of criterion (Group.characteristic.code) -------------------------------
-
-AGE = (LOINC, "30525-0", "Age")
-# SNOMED CT 439401001 is "Diagnosis (observable entity)": the observable whose value is the diagnosis,
-# which is what a characteristic code (the thing being described) needs. Used for diagnosis and condition.
-DIAGNOSIS = (SCT, "439401001", "Diagnosis")
-DRUG = (SCT, "410942007", "Drug or medicament")
-PROCEDURE = (SCT, "71388002", "Procedure")
-VACCINATION = (SCT, "33879002", "Administration of vaccine to produce active immunity")
-# 'Alive' is expressed as "Dead = false" with exclude=false, so an inclusion criterion keeps exclude=false
-# (exclude mirrors the registry's inclusion/exclusion lists for every characteristic).
-DEAD = (SCT, "419099009", "Dead")
-POSITIVE = (SCT, "10828004", "Positive")
-NEGATIVE = (SCT, "260385009", "Negative")
-MANUAL_REVIEW = (LOCAL, "manual-review", "Requires manual review")
-# Thresholds relative to the upper limit of normal: UCUM has no ULN unit, but a bare annotation is a
-# valid UCUM unit (dimensionless, "1"), so "3 {ULN}" reads as three times the ULN and can never be
-# mistaken for an absolute concentration.
-ULN_UNIT = ("x ULN", "{ULN}")
-
-SYSTEM_NAMES = {
-    SCT: "SNOMED CT",
-    LOINC: "LOINC",
-    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
-    "http://hl7.org/fhir/sid/icd-10": "ICD-10",
-    "http://terminology.hl7.org/CodeSystem/icd-o-3": "ICD-O-3",
-    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
-    "http://www.whocc.no/atc": "ATC",
-    "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl": "NCIt",
-    LOCAL: "local",
-}
-
-
 # --- the result ---------------------------------------------------------------------------------
 
 
@@ -187,29 +137,6 @@ class StudyResources:
 
 
 # --- small builders -----------------------------------------------------------------------------
-
-
-def _coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
-    return _clean({"system": system, "code": code, "display": display or None})
-
-
-def _concept(code: tuple[str, str, str], text: str | None = None) -> dict[str, Any]:
-    return _clean({"coding": [_coding(*code)], "text": text})
-
-
-def _number(value: float | int) -> float | int:
-    """Integral numbers as JSON integers (2e3 -> 2000); others unchanged (1.6 stays 1.6)."""
-    return int(value) if float(value).is_integer() else value
-
-
-def _clean(value: Any) -> Any:
-    """Drop None, empty strings and empty containers, recursively (FHIR forbids empty elements)."""
-    if isinstance(value, dict):
-        out = {k: _clean(v) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v is not None and v != "" and v != [] and v != {}}
-    if isinstance(value, list):
-        return [v for v in (_clean(v) for v in value) if v is not None and v != "" and v != [] and v != {}]
-    return value
 
 
 def _words(enum_value: str) -> str:
@@ -497,196 +424,10 @@ def _plan_definition(study: Study, criteria: CriteriaDefinition, research_status
 # --- Group --------------------------------------------------------------------------------------
 
 
-def _system_name(system: str, criteria: CriteriaDefinition) -> str:
-    if system in SYSTEM_NAMES:
-        return SYSTEM_NAMES[system]
-    return next((key for key, url in criteria.systems.items() if url == system), system)
-
-
-def _codes_of(sets: Iterable[ConceptSet]) -> list[dict[str, Any]]:
-    """Exact codes of the sets, in order, without duplicates. Codes marked ``verified: false`` in the
-    criteria are local screening choices no public source confirmed: they are not published."""
-    seen: set[tuple[str, str]] = set()
-    codings = []
-    for concept_set in sets:
-        for code in concept_set.codes:
-            if code.verified and (code.system, code.code) not in seen:
-                seen.add((code.system, code.code))
-                codings.append(_coding(code.system, code.code, code.display))
-    return codings
-
-
-def _set_text(concept_set: ConceptSet, criteria: CriteriaDefinition) -> str:
-    """The set's display plus what a CodeableConcept cannot hold: roots with their descendants, code
-    ranges, prefixes, ICD-O-3 behaviours, exclusions (the ValueSet in ``mappings.valuesets`` says the
-    same as a compose)."""
-    extra = [f"{_system_name(r.system, criteria)} {r.code} and descendants" for r in concept_set.roots]
-    extra += [
-        f"{_system_name(r.system, criteria)} {r.first}" + (f"-{r.last}" if r.last != r.first else "")
-        for r in concept_set.ranges
-    ]
-    extra += [f"{_system_name(p.system, criteria)} {p.prefix}*" for p in concept_set.prefixes]
-    extra += [f"{_system_name(b.system, criteria)} */{b.behaviour}" for b in concept_set.behaviours]
-    text = concept_set.display
-    if extra:
-        text += f" (also {', '.join(extra)}"
-        if concept_set.exclude:
-            text += "; except " + ", ".join(
-                f"{_system_name(x.system, criteria)} {x.prefix} and descendants" for x in concept_set.exclude
-            )
-        text += ")"
-    return text
-
-
-def _value_concept(sets: list[ConceptSet], criteria: CriteriaDefinition, suffix: str = "") -> dict[str, Any]:
-    text = "; ".join(_set_text(s, criteria) for s in sets) + suffix
-    return _clean({"coding": _codes_of(sets), "text": text})
-
-
-def _qualifiers(leaf: LeafClause, criteria: CriteriaDefinition) -> list[str]:
-    """Timing and scope of a clause, in words. R4 Group.characteristic.period is an absolute Period, so
-    relative windows ("within 7 days") cannot be structured: they go into the code's text (and are in
-    the verbatim registry text of the criterion extension where the registry states them)."""
-    out: list[str] = []
-    if isinstance(leaf, ConditionClause):
-        if isinstance(leaf.match, WithinYears):
-            out.append(f"current or within {leaf.match.within_years} years")
-        else:
-            out.append(leaf.match)
-        if leaf.body_site:
-            out.append(f"body site: {criteria.concept(leaf.body_site).display}")
-    elif isinstance(leaf, ObservationClause):
-        if leaf.window_days is not None:
-            out.append(f"most recent result within {leaf.window_days} days")
-        if leaf.relative_to == "uln":
-            out.append("relative to the upper limit of normal")
-        if leaf.room_air:
-            out.append("on room air")
-    elif isinstance(leaf, MedicationClause):
-        if leaf.state == "active":
-            out.append("current")
-        else:
-            out.append(f"stopped within {leaf.state.ended_within_days} days")
-        if leaf.exclude_routes:
-            out.append("systemic routes only")
-    elif isinstance(leaf, ProcedureClause | ImmunizationClause) and leaf.within_days is not None:
-        out.append(f"within {leaf.within_days} days")
-    if leaf.only_for_sex:
-        out.append(f"{leaf.only_for_sex} patients only")
-    return out
-
-
-def _with_qualifiers(text: str, qualifiers: list[str]) -> str:
-    return f"{text} ({'; '.join(qualifiers)})" if qualifiers else text
-
-
-def _characteristic_value(
-    leaf: LeafClause, criteria: CriteriaDefinition
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(code, {value[x]: ...}) of one leaf clause."""
-    sets = [criteria.concept(n) for n in getattr(leaf, "concepts", ())]
-    qualifiers = _qualifiers(leaf, criteria)
-    if isinstance(leaf, AgeClause):
-        low = {"value": leaf.min_years, "unit": "years", "system": UCUM, "code": "a"}
-        high = {"value": leaf.max_years, "unit": "years", "system": UCUM, "code": "a"}
-        return _concept(AGE, "Age"), {"valueRange": {"low": low, "high": high}}
-    if isinstance(leaf, AliveClause):
-        return _concept(DEAD, "Deceased"), {"valueBoolean": False}
-    if isinstance(leaf, DiagnosisClause):
-        lineage = criteria.concept(leaf.lineage)
-        status = " or ".join(criteria.concept(s).display for s in leaf.status)
-        suffix = f"; status: {status}" if status else ""
-        return _concept(DIAGNOSIS, "Diagnosis"), {
-            "valueCodeableConcept": _value_concept([lineage], criteria, suffix)
-        }
-    if isinstance(leaf, ConditionClause):
-        code = _concept(DIAGNOSIS, _with_qualifiers("Diagnosis", qualifiers))
-        return code, {"valueCodeableConcept": _value_concept(sets, criteria)}
-    if isinstance(leaf, ObservationClause):
-        code = _clean(
-            {
-                "coding": _codes_of(sets),
-                "text": _with_qualifiers("; ".join(s.display for s in sets), qualifiers),
-            }
-        )
-        if leaf.comparator is not None:
-            unit, ucum = ULN_UNIT if leaf.relative_to == "uln" else (leaf.unit or "", leaf.unit or "")
-            if ucum.startswith("{") and ucum.endswith("}") and leaf.relative_to != "uln":
-                unit = ucum[1:-1]  # {score} -> score: the annotation is the human-readable unit
-            quantity = {
-                "value": _number(leaf.value if leaf.value is not None else 0),
-                "comparator": leaf.comparator,
-                "unit": unit,
-                "system": UCUM,
-                "code": ucum,
-            }
-            return code, {"valueQuantity": quantity}
-        if leaf.expect in ("positive", "negative"):
-            answer = POSITIVE if leaf.expect == "positive" else NEGATIVE
-            return code, {"valueCodeableConcept": _concept(answer, answer[2])}
-        assert leaf.expect is not None
-        return code, {"valueCodeableConcept": _value_concept([criteria.concept(leaf.expect)], criteria)}
-    if isinstance(leaf, MedicationClause):
-        code = _concept(DRUG, _with_qualifiers("Medication", qualifiers))
-        return code, {"valueCodeableConcept": _value_concept(sets, criteria)}
-    if isinstance(leaf, ProcedureClause):
-        code = _concept(PROCEDURE, _with_qualifiers("Procedure", qualifiers))
-        targets = sets or ([criteria.concept(leaf.category)] if leaf.category else [])
-        return code, {"valueCodeableConcept": _value_concept(targets, criteria)}
-    if isinstance(leaf, ImmunizationClause):
-        return _concept(VACCINATION, _with_qualifiers("Vaccination", qualifiers)), {"valueBoolean": True}
-    if isinstance(leaf, ManualClause):
-        text = f"{MANUAL_REVIEW[2]}: {leaf.label}" if leaf.label else MANUAL_REVIEW[2]
-        return _concept(MANUAL_REVIEW, text), {"valueBoolean": True}
-    raise StudyDefinitionError(f"no FHIR mapping for clause kind {leaf.kind!r}")  # pragma: no cover
-
-
-def _characteristics(criterion: Criterion, criteria: CriteriaDefinition) -> Iterator[dict[str, Any]]:
-    """One characteristic per leaf clause of the criterion's rule.
-
-    Computable leaves carry their codes; manual leaves (the whole of a non-computable criterion, or the
-    judgement part of a partial one) carry trial-adapter-local#manual-review = true, so the Group never
-    presents a partial criterion as settled by its computable part alone. The extension's `computable`
-    is the criterion's: true only when the whole criterion is computable from FHIR data.
-    """
-    leaves = criterion.leaves()
-    several = len(leaves) > 1
-    for leaf in leaves:
-        code, value = _characteristic_value(leaf, criteria)
-        parts = [
-            {"url": "id", "valueString": criterion.id},
-            {"url": "text", "valueString": criterion.text},
-            {"url": "computable", "valueBoolean": criterion.computable == "full"},
-        ]
-        if several:
-            parts.append({"url": "clause", "valueString": leaf.label or leaf.kind})
-        yield {
-            "extension": [{"url": EXT_ELIGIBILITY_CRITERION, "extension": parts}],
-            "code": code,
-            **value,
-            "exclude": criterion.type == "exclusion",
-        }
-
-
 def _narrative(*paragraphs: str) -> dict[str, Any]:
     """A generated narrative (dom-6) from plain text; only &, <, > are escaped, as servers store them."""
     body = "".join(f"<p>{html.escape(p, quote=False)}</p>" for p in paragraphs if p)
     return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{body}</div>'}
-
-
-def _group_narrative(study: Study, criteria: CriteriaDefinition) -> dict[str, Any]:
-    rows = "".join(
-        f"<tr><td>{html.escape(c.id, quote=False)}</td><td>{html.escape(c.text, quote=False)}</td>"
-        f"<td>{'yes' if c.computable == 'full' else c.computable}</td></tr>"
-        for c in criteria.criteria
-    )
-    div = (
-        '<div xmlns="http://www.w3.org/1999/xhtml">'
-        f"<p>Eligibility criteria of {html.escape(study.nct_id, quote=False)} ({len(criteria.criteria)} criteria)</p>"
-        "<table><thead><tr><th>Criterion</th><th>Text</th><th>Computable</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table></div>"
-    )
-    return {"status": "generated", "div": div}
 
 
 def _group(study: Study, criteria: CriteriaDefinition) -> dict[str, Any]:
@@ -696,12 +437,12 @@ def _group(study: Study, criteria: CriteriaDefinition) -> dict[str, Any]:
             "resourceType": "Group",
             "id": f"{nct}-eligibility",
             "meta": {"profile": [PROFILE_ELIGIBILITY_GROUP]},
-            "text": _group_narrative(study, criteria),
+            "text": group_narrative(study, criteria),
             "identifier": [_resource_identifier(nct, "eligibility")],
             "type": "person",
             "actual": False,
             "name": f"Eligibility criteria of {nct}",
-            "characteristic": [ch for c in criteria.criteria for ch in _characteristics(c, criteria)],
+            "characteristic": characteristics(criteria),
         }
     )
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mappings.criteria import CodeRange, ConceptSet, CriteriaDefinition
+from mappings.concepts import CodeRange, ConceptSet
+from mappings.criteria import CriteriaDefinition
 
 BASE = "http://trial-adapter.org/fhir"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from adapter.screening.units import is_ucum
+from mappings.clinical.units import is_ucum
 
 from .datatypes import (
     UCUM,

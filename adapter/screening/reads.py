@@ -23,12 +23,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from mappings.criteria import CriteriaDefinition, ProcedureClause
+from mappings.clinical.resource_types import ALWAYS_READ, CODED_ELEMENTS, NEVER_READ
+from mappings.clinical.signs import Wording
+from mappings.criteria import CriteriaDefinition
+from mappings.kinds.diagnosis import DiagnosisSigns
+from mappings.kinds.registry import kind_of
 from mappings.terminology import RXNORM, default_terminology
 
-from .signs import DiagnosisSigns, Wording
-
-_ALWAYS_READ = frozenset({"Patient", "Immunization", "Medication"})
 # The only Patient elements screening reads. A hospital's Patient is mostly names, addresses,
 # identifiers and contacts; validating those would cost most of the check and protect nothing.
 _PATIENT_READ = (
@@ -40,23 +41,6 @@ _PATIENT_READ = (
     "deceasedBoolean",
     "deceasedDateTime",
 )
-_CODED = {
-    "Condition": ("code",),
-    "Procedure": ("code", "category"),
-    "MedicationRequest": ("medicationCodeableConcept",),
-    "MedicationStatement": ("medicationCodeableConcept",),
-}
-# Bulky FHIR R4 types of a hospital export that no criterion reads: their NDJSON lines are not parsed.
-_NEVER_READ = frozenset(
-    {
-        "AllergyIntolerance", "Appointment", "CarePlan", "CareTeam", "Claim", "Communication",
-        "Composition", "Coverage", "Device", "DiagnosticReport", "DocumentReference", "Encounter",
-        "EpisodeOfCare", "ExplanationOfBenefit", "FamilyMemberHistory", "Goal", "ImagingStudy",
-        "Location", "Media", "MedicationAdministration", "MedicationDispense", "Organization",
-        "Practitioner", "PractitionerRole", "Provenance", "QuestionnaireResponse", "RelatedPerson",
-        "ServiceRequest", "Specimen",
-    }
-)  # fmt: skip
 # The top-level type of an NDJSON line (Bulk Data writers put resourceType first).
 _OBSERVATION_START = b'{"resourceType":"Observation",'
 _LINE_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"\s*,')
@@ -80,13 +64,15 @@ class ScreeningReads:
         self.observation_codes = frozenset(standard + maps.sources_for(standard))
         self._maps = maps
         self._signs = DiagnosisSigns(definition)
+        # Wording a kind looks for in Procedures (surgery named in words): such a Procedure is read.
         self._procedure_wording = Wording(
             tuple(
                 pattern
                 for criterion in definition.criteria
                 for leaf in criterion.leaves()
-                if isinstance(leaf, ProcedureClause)
-                for pattern in leaf.text_signals
+                for found in (kind_of(leaf).reads(leaf),)
+                if "Procedure" in found.resource_types
+                for pattern in found.text_signals
             )
         )
         # Any of those codes as the JSON string value of a "code" key. Codes never need escaping; a line
@@ -114,7 +100,7 @@ class ScreeningReads:
                 return False
             kind = match[1].decode()
             observation = kind == "Observation"
-            if not observation and kind not in _NEVER_READ:
+            if not observation and kind not in NEVER_READ:
                 return False
         if b"\\u" in raw or not (raw.endswith(b"}\n") or raw.rstrip().endswith(b"}")):
             return False
@@ -125,7 +111,7 @@ class ScreeningReads:
     def reads(self, resource: dict[str, Any]) -> bool:
         """Whether screening reads this resource's content (so it must be valid FHIR up front)."""
         rtype = str(resource.get("resourceType"))
-        if rtype in _ALWAYS_READ:
+        if rtype in ALWAYS_READ:
             return True
         if rtype == "Observation":
             if any_coding(resource.get("code"), self._is_observation_code):
@@ -139,7 +125,7 @@ class ScreeningReads:
                 not isinstance(c, dict) or any_coding(c.get("code"), self._is_observation_code)
                 for c in components
             )
-        elements = _CODED.get(rtype)
+        elements = CODED_ELEMENTS.get(rtype)
         if elements is None:
             return False  # a type screening never reads (Encounter, ...)
         if rtype.startswith("Medication") and "medicationReference" in resource:

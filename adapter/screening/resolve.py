@@ -19,28 +19,24 @@ from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from typing import Any, ClassVar
 
-from mappings.criteria import (
-    AgeClause,
-    AllOf,
-    AnyOf,
-    Clause,
-    ConceptSet,
-    ConditionClause,
-    CriteriaDefinition,
-    Criterion,
-    DiagnosisClause,
-    ImmunizationClause,
-    ManualClause,
-    MedicationClause,
-    ObservationClause,
-    ProcedureClause,
-)
+from mappings.clinical.dates import day_of, effective_day
+from mappings.clinical.record import PatientRecord
+from mappings.clinical.tri import UNKNOWN, Tri, all_of, any_of
+from mappings.concepts import ConceptSet
+from mappings.criteria import CriteriaDefinition, Criterion
+from mappings.kinds.age import AgeClause
+from mappings.kinds.base import Clause, Outcome
+from mappings.kinds.combine import AllOf, AnyOf
+from mappings.kinds.condition import ConditionClause
+from mappings.kinds.diagnosis import DiagnosisClause
+from mappings.kinds.immunization import ImmunizationClause
+from mappings.kinds.manual import ManualClause
+from mappings.kinds.medication import MedicationClause
+from mappings.kinds.observation import ObservationClause
+from mappings.kinds.procedure import ProcedureClause
 
-from .dates import day_of, effective_day
-from .engine import Outcome, Screener
-from .record import PatientRecord
+from .engine import Screener
 from .results import ConceptInfo, CriterionResult, DecidedBy, Need, PatientResult, Resolve
-from .tri import UNKNOWN, Tri, all_of, any_of
 from .wording import prose, threshold
 
 _DAYS_OLD = re.compile(r"is (\d+) days old")

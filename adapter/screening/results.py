@@ -14,7 +14,7 @@ from pydantic import (
     model_serializer,
 )
 
-from .tri import Tri
+from mappings.clinical.tri import Tri
 
 if TYPE_CHECKING:
     from mappings.criteria import CriteriaDefinition

@@ -11,11 +11,11 @@ from adapter.fhir.client import FhirClient
 from adapter.sources.export import screen_export
 from adapter.sources.files import SourceError, collector_paused, fhir_problem, load_records
 from adapter.sources.server import ServerSource
+from mappings.clinical.record import PatientRecord, resource_key
 from mappings.criteria import CriteriaDefinition
 
 from .engine import Screener
 from .reads import ScreeningReads
-from .record import PatientRecord, resource_key
 from .resolve import with_resolve
 from .results import PatientResult, ScreeningReport, UnmappedItem
 from .unmapped import UnmappedCollector

@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from mappings.criteria import CriteriaDefinition, ObservationClause
+from mappings.clinical.record import PatientRecord, resource_key
+from mappings.criteria import CriteriaDefinition
+from mappings.kinds.observation import ObservationClause
 
 from .reads import ScreeningReads
-from .record import PatientRecord, resource_key
 
 MAX_ENTRIES = 200
 MAX_EXAMPLES = 3

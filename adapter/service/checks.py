@@ -13,30 +13,12 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from adapter.sources.files import FhirJsonError, loads_fhir_json, references_in
+from mappings.clinical import resource_types
 
 from .narrative import NarrativeError, check_narratives
 
 # What the service accepts: the data screening reads, and what engines commonly send with it.
-ACCEPTED_TYPES = frozenset(
-    {
-        "Patient",
-        "Condition",
-        "Observation",
-        "Procedure",
-        "MedicationRequest",
-        "MedicationStatement",
-        "Medication",
-        "Immunization",
-        "Encounter",
-        "DiagnosticReport",
-        "Specimen",
-        "AllergyIntolerance",
-        "Practitioner",
-        "PractitionerRole",
-        "Organization",
-        "Location",
-    }
-)
+ACCEPTED_TYPES = resource_types.ACCEPTED_TYPES
 BUNDLE_TYPES = frozenset({"transaction", "batch", "collection"})
 ACCEPTED_METHODS = frozenset({"POST", "PUT"})
 

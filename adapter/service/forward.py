@@ -31,8 +31,8 @@ from typing import Any
 from urllib.parse import quote
 
 from adapter.fhir.search import token
-from adapter.screening.record import SUBJECT_ELEMENT
 from adapter.sources.files import references_in
+from mappings.clinical.resource_types import SUBJECT_ELEMENT
 from mappings.resources import rewrite_references
 
 from .checks import InputError

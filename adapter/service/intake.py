@@ -22,12 +22,12 @@ from datetime import date
 from typing import Any, TypeVar
 
 from adapter.screening.engine import Screener
-from adapter.screening.record import PatientRecord, RecordBuilder
 from adapter.screening.resolve import with_resolve
 from adapter.screening.results import PatientResult
 from adapter.screening.run import report_for
 from adapter.screening.unmapped import UnmappedCollector
 from adapter.sources.files import bundle_entries
+from mappings.clinical.record import PatientRecord, RecordBuilder
 from mappings.criteria import CriteriaDefinition
 
 from .checks import InputError, check_bundle, check_resource, parse_json

@@ -24,11 +24,11 @@ from adapter.fhir.client import FhirClient
 from adapter.fhir.search import any_of, escape, query, token
 from adapter.flagging import SUBJECT_SYSTEM, Flagger
 from adapter.screening.engine import Screener
-from adapter.screening.record import PatientRecord
 from adapter.screening.resolve import with_resolve
 from adapter.screening.results import PatientResult
 from adapter.sources.population import PopulationSigns
 from adapter.sources.server import ServerSource
+from mappings.clinical.record import PatientRecord
 from mappings.criteria import CriteriaDefinition
 
 log = logging.getLogger(__name__)

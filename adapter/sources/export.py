@@ -25,10 +25,11 @@ from typing import Any
 
 from adapter.screening.engine import Screener
 from adapter.screening.reads import ScreeningReads
-from adapter.screening.record import SUBJECT_ELEMENT, PatientRecord, normalise_reference, resource_key
 from adapter.screening.results import PatientResult
-from adapter.screening.units import convert
 from adapter.screening.unmapped import UnmappedCollector
+from mappings.clinical.record import PatientRecord, normalise_reference, resource_key
+from mappings.clinical.resource_types import SUBJECT_ELEMENT
+from mappings.clinical.units import convert
 from mappings.criteria import CriteriaDefinition
 
 from .files import SourceError, check_resource, collector_paused, ndjson_files, parse_ndjson_line

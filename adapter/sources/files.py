@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from adapter.screening.reads import ScreeningReads
-from adapter.screening.record import SUBJECT_ELEMENT, RecordBuilder
+from mappings.clinical.record import RecordBuilder
+from mappings.clinical.resource_types import SUBJECT_ELEMENT
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from adapter.screening.dates import day_of, effective_day
-from adapter.screening.engine import _IGNORED_OBSERVATION, _instant_key
 from adapter.screening.reads import ScreeningReads, any_coding
-from adapter.screening.record import SUBJECT_ELEMENT, normalise_reference
-from adapter.screening.signs import DiagnosisSigns
-from mappings.criteria import CriteriaDefinition, DiagnosisClause
+from mappings.clinical.dates import day_of, effective_day
+from mappings.clinical.record import normalise_reference
+from mappings.clinical.resource_types import SUBJECT_ELEMENT
+from mappings.criteria import CriteriaDefinition
+from mappings.kinds.diagnosis import DiagnosisClause, DiagnosisSigns
+from mappings.kinds.observation import IGNORED_OBSERVATION, instant_key
 
 from .files import parse_ndjson_line
 from .ndjson_scan import chunks, lines_at
@@ -151,7 +152,7 @@ class DecidingObservations:
             self._kept[seq] = (obs, where)
             self._pinned += 1
             return
-        key = _instant_key(obs, day)
+        key = instant_key(obs, day)
         chosen = False
         for code in mine:
             best = self._best.get(code)
@@ -205,7 +206,7 @@ class DecidingObservations:
 def _ignored(obs: dict[str, Any]) -> bool:
     """Status the engine ignores; a malformed one is kept (validation names it)."""
     status = obs.get("status")
-    return not isinstance(status, str | None) or status in _IGNORED_OBSERVATION
+    return not isinstance(status, str | None) or status in IGNORED_OBSERVATION
 
 
 def observation_codes(definition: CriteriaDefinition) -> frozenset[tuple[str, str]]:
@@ -272,5 +273,5 @@ class RawBeaten:
         day = day_of(value)
         if day is None or day > self.as_of:
             return False
-        key = _instant_key({"effectiveDateTime": value}, day)
+        key = instant_key({"effectiveDateTime": value}, day)
         return all(mine.newer_than(pair, key) for v in values for pair in self._pairs[v])

@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator, Iterable
 
 from adapter.fhir.client import FhirClient, FhirError
 from adapter.fhir.search import any_of, escape, query, token
-from adapter.screening.record import PatientRecord, RecordBuilder, patients_in
-from adapter.screening.signs import DiagnosisSigns
+from mappings.clinical.record import PatientRecord, RecordBuilder, patients_in
+from mappings.clinical.resource_types import READ_TYPES
 from mappings.criteria import CriteriaDefinition
+from mappings.kinds.diagnosis import DiagnosisSigns
 
 log = logging.getLogger(__name__)
 
@@ -157,21 +158,17 @@ class ServerSource:
     def _batch_requests(self, patient_ids: list[str]) -> list[str]:
         subjects = any_of(escape(f"Patient/{pid}") for pid in patient_ids)
         count = ("_count", str(PAGE_SIZE))
-        return [
-            query("Patient", [("_id", any_of(escape(pid) for pid in patient_ids)), count]),
-            query("Condition", [("subject", subjects), count]),
-            query("Observation", [("subject", subjects), ("code", self._observation_codes), count]),
-            query("Procedure", [("subject", subjects), count]),
-            query(
-                "MedicationRequest",
-                [("subject", subjects), ("_include", "MedicationRequest:medication"), count],
-            ),
-            query(
-                "MedicationStatement",
-                [("subject", subjects), ("_include", "MedicationStatement:medication"), count],
-            ),
-            query("Immunization", [("patient", subjects), count]),
-        ]
+        queries = [query("Patient", [("_id", any_of(escape(pid) for pid in patient_ids)), count])]
+        for rtype, read in READ_TYPES.items():
+            if read.subject is None:
+                continue
+            params = [(read.subject, subjects)]
+            if rtype == "Observation":  # only the codes the criteria read: never a hospital's vital signs
+                params.append(("code", self._observation_codes))
+            if read.include:
+                params.append(("_include", read.include))
+            queries.append(query(rtype, [*params, count]))
+        return queries
 
     async def _fetch_batch(self, patient_ids: list[str]) -> RecordBuilder:
         builder = RecordBuilder()

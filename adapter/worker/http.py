@@ -20,9 +20,10 @@ from starlette.routing import Route
 
 from adapter.fhir.client import FhirClient
 from adapter.fhir.search import any_of
-from adapter.screening.record import SUBJECT_ELEMENT, patients_in, resources_in
 from adapter.screening.wording import titles
 from adapter.sources.server import observation_tokens, population_tokens
+from mappings.clinical.record import patients_in, resources_in
+from mappings.clinical.resource_types import SUBJECT_ELEMENT
 
 from .changes import render as render_changes
 from .changes import what_changed

@@ -26,9 +26,10 @@ from adapter.fhir.client import FhirClient, FhirError
 from adapter.fhir.search import any_of, escape, query
 from adapter.flagging import Flagger
 from adapter.screening.engine import Screener
-from adapter.screening.record import SUBJECT_ELEMENT, patients_in
 from adapter.screening.resolve import with_resolve
 from adapter.sources.server import PAGE_SIZE, ServerSource
+from mappings.clinical.record import patients_in
+from mappings.clinical.resource_types import SUBJECT_ELEMENT
 from mappings.criteria import CriteriaDefinition
 
 from .changes import FULL_PASS_STARTED

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from adapter.screening.engine import Screener
-from adapter.screening.record import PatientRecord, RecordBuilder
 from adapter.screening.results import CriterionResult, PatientResult
+from mappings.clinical.record import PatientRecord, RecordBuilder
 from mappings.criteria import CriteriaDefinition, load_criteria
 
 REPO = Path(__file__).resolve().parents[2]

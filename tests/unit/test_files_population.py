@@ -13,7 +13,6 @@ import pytest
 from adapter.cli import main
 from adapter.screening.engine import Screener
 from adapter.screening.reads import ScreeningReads
-from adapter.screening.record import PatientRecord
 from adapter.screening.report import render
 from adapter.screening.run import report_for, screen_files, screen_records
 from adapter.screening.unmapped import UnmappedCollector
@@ -22,6 +21,7 @@ from adapter.sources.ndjson_scan import LineFilter
 from adapter.sources.population import DecidingObservations, PopulationSigns, observation_codes
 from bench.dense import dense_person, leukaemia_patient
 from bench.synth import Options
+from mappings.clinical.record import PatientRecord
 from tests.unit.conftest import (
     AS_OF,
     CREATININE_MASS,

@@ -18,9 +18,9 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from mappings.criteria import load_criteria
+from mappings.group import EXT_ELIGIBILITY_CRITERION
 from mappings.resources import (
     EXT_ACTION_DOSE,
-    EXT_ELIGIBILITY_CRITERION,
     EXT_TARGET_ENROLLMENT,
     StudyResources,
     build_study_resources,

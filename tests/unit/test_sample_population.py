@@ -13,8 +13,8 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
 from adapter.samples.sample_population import AS_OF, NAMESPACE, SAMPLE_PATH, build_bundle, render
-from adapter.screening.record import RecordBuilder
 from adapter.screening.results import PatientResult
+from mappings.clinical.record import RecordBuilder
 from tests.unit.conftest import screener
 
 # Patient id -> (status, the criteria that make the patient not eligible).

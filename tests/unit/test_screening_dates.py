@@ -1,4 +1,4 @@
-"""Day-precision date helpers (adapter/screening/dates.py)."""
+"""Day-precision date helpers (mappings/clinical/dates.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from adapter.screening.dates import add_years, day_of, effective_day, years_between
+from mappings.clinical.dates import add_years, day_of, effective_day, years_between
 
 
 @pytest.mark.parametrize(

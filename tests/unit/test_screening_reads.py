@@ -13,8 +13,8 @@ import pytest
 from adapter.cli import main
 from adapter.samples.sample_population import build_bundle
 from adapter.screening.reads import ScreeningReads
-from adapter.screening.record import RecordBuilder
 from adapter.sources.files import SourceError, load_records
+from mappings.clinical.record import RecordBuilder
 from tests.unit.conftest import (
     AS_OF,
     CAR_T,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapter.screening.record import RecordBuilder, normalise_reference
 from adapter.screening.results import PatientResult, ScreeningReport
+from mappings.clinical.record import RecordBuilder, normalise_reference
 from tests.unit.conftest import (
     ALL_CRITERION_IDS,
     AS_OF,

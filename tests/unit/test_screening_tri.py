@@ -1,4 +1,4 @@
-"""Kleene three-valued logic (adapter/screening/tri.py): truth tables and algebraic laws."""
+"""Kleene three-valued logic (mappings/clinical/tri.py): truth tables and algebraic laws."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.screening.tri import MET, NOT_MET, UNKNOWN, all_of, any_of, negate
+from mappings.clinical.tri import MET, NOT_MET, UNKNOWN, all_of, any_of, negate
 
 values = st.sampled_from([MET, NOT_MET, UNKNOWN])
 value_lists = st.lists(values, max_size=6)

@@ -1,4 +1,4 @@
-"""Unit conversion (UCUM + molar mass) and tolerant comparison (adapter/screening/units.py)."""
+"""Unit conversion (UCUM + molar mass) and tolerant comparison (mappings/clinical/units.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapter.screening.units import UnitError, compare, convert, ucum_code
+from mappings.clinical.units import UnitError, compare, convert, ucum_code
 
 CREATININE = 113.12  # g/mol, as in criteria.yaml
 BILIRUBIN = 584.66

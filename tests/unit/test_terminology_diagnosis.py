@@ -385,7 +385,7 @@ def test_lab_units_from_feeds_convert_at_the_thresholds(override, expected):
 
 
 def test_unit_alias_table_reads_feed_units_and_nothing_else():
-    from adapter.screening.units import convert, normalise_unit, ucum_code
+    from mappings.clinical.units import convert, normalise_unit, ucum_code
 
     assert normalise_unit("K/uL") == normalise_unit("x10E3/uL") == "10*3/uL"
     assert normalise_unit("x10E9/L") == normalise_unit("10^9/L") == normalise_unit("10*9/L") == "10*9/L"

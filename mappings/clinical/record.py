@@ -13,23 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-CLINICAL_TYPES = (
-    "Condition",
-    "Observation",
-    "Procedure",
-    "MedicationRequest",
-    "MedicationStatement",
-    "Immunization",
-)
-# The element that names the patient, per resource type.
-SUBJECT_ELEMENT = {
-    "Condition": "subject",
-    "Observation": "subject",
-    "Procedure": "subject",
-    "MedicationRequest": "subject",
-    "MedicationStatement": "subject",
-    "Immunization": "patient",
-}
+from .resource_types import SUBJECT_ELEMENT
 
 _LITERAL_REF = re.compile(
     r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"

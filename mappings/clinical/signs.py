@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from mappings import terminology
-from mappings.criteria import CriteriaDefinition
+from mappings.concepts import ConceptSet
 
 _MAX_QUOTE = 80
 
@@ -51,12 +51,12 @@ class Wording:
         return found
 
 
-class DiagnosisSigns:
-    def __init__(self, definition: CriteriaDefinition) -> None:
-        clause = definition.diagnosis_clause()
-        self._wording = Wording(clause.text_signals)
-        names = dict.fromkeys([clause.lineage, clause.unknown_lineage, *clause.status])
-        sets = [definition.concepts[n] for n in names]
+class DiseaseSigns:
+    """Signs of the disease: wording (``text_signals``) and codes broader than one the ``sets`` name.
+    The diagnosis kind builds it from the criteria (``mappings.kinds.diagnosis.DiagnosisSigns``)."""
+
+    def __init__(self, text_signals: tuple[str, ...], sets: list[ConceptSet]) -> None:
+        self._wording = Wording(text_signals)
         self._sets = sets
         self._targets = {(c.system, c.code) for s in sets for c in (*s.codes, *s.roots)}
         self._broader: dict[tuple[str, str], bool] = {}
