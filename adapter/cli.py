@@ -135,7 +135,8 @@ def _progress(enabled: bool) -> Callable[[int, int], None] | None:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    from mappings.resources import build_study_resources, transaction_bundle
+    from adapter.fhir.transaction import transaction_bundle
+    from mappings.resources import build_study_resources
     from mappings.study import load_study
 
     folder = study_dir(args.study)
@@ -147,7 +148,8 @@ def cmd_map(args: argparse.Namespace) -> int:
         write_output(json.dumps(resource, indent=2, ensure_ascii=False) + "\n", out / name)
     # transaction.json holds the ValueSets too: what `publish` sends.
     write_output(
-        json.dumps(transaction_bundle(built), indent=2, ensure_ascii=False) + "\n", out / "transaction.json"
+        json.dumps(transaction_bundle(built.published()), indent=2, ensure_ascii=False) + "\n",
+        out / "transaction.json",
     )
     # The concept sets as ValueSets (is-a filters for roots): the same definition screening evaluates.
     for valueset in built.valuesets:

@@ -34,9 +34,10 @@ from fhirpy.base.exceptions import (
 )
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 
+from adapter.fhir import FHIR_JSON
+
 log = logging.getLogger(__name__)
 
-FHIR_JSON = "application/fhir+json"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Statuses that say the server did not act on the request, so even a non-idempotent one may be resent.
 NOT_PROCESSED_STATUS = frozenset({429, 503})

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 
 from adapter.fault_points import crash_point
 from adapter.fhir.client import FhirClient, FhirHttpError, FhirNotFound
-from mappings.resources import rewrite_references
+from adapter.fhir.transaction import rewrite_references
 
 from .forward import Chunk, Plan, authoritative_identifier, located
 from .sources import Source
