@@ -34,6 +34,7 @@ from fhirpy.base.exceptions import (
 )
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 
+from adapter.errors import ServerError
 from adapter.fhir import FHIR_JSON
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Auth(Protocol):
     async def headers(self) -> dict[str, str]: ...
 
 
-class FhirError(Exception):
+class FhirError(ServerError):
     """Any failure talking to a FHIR server; ``str()`` is one readable line."""
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from adapter.errors import InputError
+
 _MAX_NUMBER_DIGITS = 308  # beyond float range: FHIR values that large are broken data
 
 
@@ -20,7 +22,7 @@ class FhirJsonError(ValueError):
     """JSON that FHIR does not allow: NaN, Infinity, or a number out of range."""
 
 
-class InvalidJson(ValueError):
+class InvalidJson(InputError, ValueError):
     """Input that is not FHIR JSON; the message says why, without saying where (the caller knows)."""
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapter import errors
 from adapter.fhir.outcome import operation_outcome
 from adapter.fhir.parsing import InvalidJson, model_class, model_problem, parse_fhir_json, unresolved_urn
 
@@ -38,7 +39,9 @@ BUNDLE_TYPES = frozenset({"transaction", "batch", "collection"})
 ACCEPTED_METHODS = frozenset({"POST", "PUT"})
 
 
-class InputError(ValueError):
+class InputError(errors.InputError, ValueError):
+    """Pushed input the service refuses: ``status`` is the HTTP status, ``code`` the issue type."""
+
     def __init__(self, status: int, code: str, message: str, expression: str | None = None) -> None:
         super().__init__(message)
         self.status = status

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from adapter.errors import InputError
 from adapter.fhir.parsing import InvalidJson, fhir_problem, parse_fhir_json, unresolved_urn
 from adapter.screening.reads import ScreeningReads
 from adapter.screening.record import SUBJECT_ELEMENT, RecordBuilder
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 SCREENED_TYPES = frozenset({"Patient", "Medication", *SUBJECT_ELEMENT})
 
 
-class SourceError(ValueError):
+class SourceError(InputError, ValueError):
     """The input cannot be read; the message names the file (and line) and the problem."""
 
 
