@@ -11,6 +11,7 @@ import pytest
 
 from adapter.fhir.outcome import operation_outcome, outcome_response
 from adapter.fhir.parsing import InvalidJson, fhir_problem, model_problem, parse_fhir_json, unresolved_urn
+from adapter.fhir.search import references
 from adapter.fhir.transaction import (
     conditional_url,
     full_url,
@@ -76,6 +77,7 @@ def test_urns_conditions_and_if_match() -> None:
     assert identifier_condition("http://x|y", "a,b") == "identifier=http%3A%2F%2Fx%5C%7Cy%7Ca%5C%2Cb"
     assert if_match({"method": "PUT"}, {"meta": {"versionId": "3"}}) == {"method": "PUT", "ifMatch": 'W/"3"'}
     assert if_match({"method": "PUT"}, {}) == {"method": "PUT"}
+    assert references("Patient", ["a,b", "c"]) == "Patient/a\\,b,Patient/c"  # data never splits a search
     found = {"entry": [{"resource": {"id": "1"}}, {"resource": {"id": "2"}, "search": {"mode": "include"}}]}
     assert search_matches(found) == [{"id": "1"}]
 
