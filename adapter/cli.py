@@ -23,18 +23,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from adapter import logs
-from adapter.fhir.auth import CredentialError, bearer_from
-from adapter.fhir.client import FhirClient, FhirError
+from adapter.errors import EXIT_FAILED, EXIT_INTERRUPTED, AdapterError, UsageError, as_adapter_error
+from adapter.fhir.auth import bearer_from
+from adapter.fhir.client import FhirClient
 from adapter.screening.report import FORMATS, render
-from adapter.sources.files import SourceError
-from mappings.criteria import CriteriaDefinitionError, load_criteria
-from mappings.study import StudyDefinitionError, study_dir
-from mappings.terminology import TerminologyError
+from adapter.settings import current as environment
+from mappings.criteria import load_criteria
+from mappings.study import study_dir
 from mappings.terminology.conceptmap import load_concept_maps
 
 PROG = "trial-adapter"
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 DESCRIPTION = """\
 FHIR R4 integration adapter for clinical trial NCT06849401 (CD7 CAR-NK cells for children with
@@ -52,10 +50,15 @@ Try:  trial-adapter screen --sample --as-of 2026-11-23 --format html --output re
 """
 
 
-class CliError(Exception):
+class CliError(AdapterError):
+    """A problem the CLI itself finds (an option, a file it writes); ``code``: the exit code."""
+
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code)
+
+    @property
+    def code(self) -> int:
+        return self.exit_code
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -135,7 +138,8 @@ def _progress(enabled: bool) -> Callable[[int, int], None] | None:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    from mappings.resources import build_study_resources, transaction_bundle
+    from adapter.fhir.transaction import transaction_bundle
+    from mappings.resources import build_study_resources
     from mappings.study import load_study
 
     folder = study_dir(args.study)
@@ -147,7 +151,8 @@ def cmd_map(args: argparse.Namespace) -> int:
         write_output(json.dumps(resource, indent=2, ensure_ascii=False) + "\n", out / name)
     # transaction.json holds the ValueSets too: what `publish` sends.
     write_output(
-        json.dumps(transaction_bundle(built), indent=2, ensure_ascii=False) + "\n", out / "transaction.json"
+        json.dumps(transaction_bundle(built.published()), indent=2, ensure_ascii=False) + "\n",
+        out / "transaction.json",
     )
     # The concept sets as ValueSets (is-a filters for roots): the same definition screening evaluates.
     for valueset in built.valuesets:
@@ -216,19 +221,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def _sources(args: argparse.Namespace) -> Any:
     """Sources from --sources FILE, or (backwards compatible) one 'default' source from SERVICE_API_KEYS
     ('key:role,...') and/or --api-keys-file ('key role' lines)."""
-    from adapter.service.sources import SourceConfigError, load_sources
+    from adapter.service.sources import load_sources
 
-    entries = [e for e in os.environ.get("SERVICE_API_KEYS", "").split(",") if e.strip()]
+    env = environment()
+    entries = list(env.service_api_keys)
     if args.api_keys_file:
         try:
             entries += args.api_keys_file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError):
             raise CliError(f"cannot read API keys from {args.api_keys_file}") from None
     entries = [e for e in entries if e.strip() and not e.strip().startswith("#")]
-    try:
-        return load_sources(args.sources, entries, os.environ.get("SERVICE_AUTHORITATIVE_SYSTEMS"))
-    except SourceConfigError as exc:
-        raise CliError(str(exc)) from None
+    return load_sources(args.sources, entries, env.service_authoritative_systems)
 
 
 def _bind(host: str, port: int) -> Any:
@@ -260,24 +263,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     sources = _sources(args)
     if not sources and not args.dev_open:
-        raise CliError(
+        raise UsageError(
             "no API keys configured: use --sources FILE, SERVICE_API_KEYS or --api-keys-file "
-            "(or --dev-open, development only)",
-            EXIT_USAGE,
+            "(or --dev-open, development only)"
         )
     try:
         host, port = parse_listen(args.listen)
     except ValueError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+        raise UsageError(str(exc)) from None
     try:
         mllp = mllp_wiring.settings_from_args(args)
         mllp_wiring.check_facilities(mllp, sources)
     except ValueError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+        raise UsageError(str(exc)) from None
     try:
         cors_origins = check_origins(args.cors_origin or [])
     except ValueError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+        raise UsageError(str(exc)) from None
     settings = ServiceSettings(
         mllp=mllp,
         cors_origins=cors_origins,
@@ -344,7 +346,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     else:
         source = sample_bundle_path() if args.sample else args.source
         if args.workers is not None and args.workers < 1:
-            raise CliError("--workers must be at least 1", EXIT_USAGE)
+            raise UsageError("--workers must be at least 1")
         report = screen_files(
             source, definition, args.as_of, progress, all_patients=args.all_patients, workers=args.workers
         )
@@ -653,20 +655,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level, args.log_format)
     try:
         return int(args.func(args) or 0)
-    except CliError as exc:
-        _fail(str(exc), exc.code)
-    except (
-        SourceError,
-        CriteriaDefinitionError,
-        StudyDefinitionError,
-        CredentialError,
-        FhirError,
-        TerminologyError,
-    ) as exc:
-        _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    except Exception as exc:  # a bug: still one line, with the type to report it by
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:
+        known = as_adapter_error(exc)
+        if known is not None:  # one of ours (or a study definition's): its line, its exit code
+            _fail(str(known), known.exit_code)
+        # a bug: still one line, with the type to report it by
         if args.log_level == "debug":
             traceback.print_exc()
         _fail(f"unexpected {type(exc).__name__}; rerun with --log-level debug and report it", EXIT_FAILED)

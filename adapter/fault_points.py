@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 
+from adapter.settings import current as environment
+
 CRASH_EXIT_CODE = 137  # what a shell reports for SIGKILL
 
 
 def crash_point(name: str) -> None:
-    if os.environ.get("TRIAL_ADAPTER_CRASH_AT") == name:
+    if environment().crash_at == name:
         os._exit(CRASH_EXIT_CODE)

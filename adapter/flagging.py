@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 from adapter.fhir.client import FhirClient, FhirConflict, FhirError, FhirPreconditionFailed
 from adapter.fhir.search import token
+from adapter.fhir.transaction import identifier_condition, if_match, search_matches, transaction, uuid_urn
 from adapter.screening.results import PatientResult
 
 log = logging.getLogger(__name__)
@@ -67,22 +66,6 @@ def _version(resource: dict[str, Any]) -> str:
     """The version a change starts from (with the id: unique per change of that resource)."""
     meta = resource.get("meta") or {}
     return f"{resource.get('id')}/{meta.get('versionId') or meta.get('lastUpdated') or _now()}"
-
-
-def _urn(*parts: str) -> str:
-    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, '|'.join(parts))}"
-
-
-def _conditional(system: str, value: str) -> str:
-    return f"identifier={quote(token(system, value), safe='')}"
-
-
-def _matches(bundle: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        e["resource"]
-        for e in bundle.get("entry") or ()
-        if "resource" in e and (e.get("search") or {}).get("mode", "match") == "match"
-    ]
 
 
 def _has_adapter_tag(resource: dict[str, Any]) -> bool:
@@ -136,7 +119,7 @@ class Flagger:
         self.device_ref: str | None = None
 
     async def prepare(self) -> None:
-        found = _matches(
+        found = search_matches(
             await self.client.get_json("ResearchStudy", {"identifier": token(NCT_SYSTEM, self.nct)})
         )
         if not found:
@@ -160,7 +143,7 @@ class Flagger:
             },
         }
         response = await self.client.request(
-            "PUT", f"Device?{_conditional(DEVICE_SYSTEM, DEVICE_ID)}", json_body=device
+            "PUT", f"Device?{identifier_condition(DEVICE_SYSTEM, DEVICE_ID)}", json_body=device
         )
         self.device_ref = f"Device/{response.json()['id']}"
 
@@ -170,7 +153,9 @@ class Flagger:
         return f"{self.nct}/{result.patient.removeprefix('Patient/')}"
 
     async def _find(self, resource_type: str, system: str, value: str) -> dict[str, Any] | None:
-        found = _matches(await self.client.get_json(resource_type, {"identifier": token(system, value)}))
+        found = search_matches(
+            await self.client.get_json(resource_type, {"identifier": token(system, value)})
+        )
         if len(found) > 1:
             raise FhirError(
                 f"{len(found)} {resource_type} resources share identifier {value}; remove duplicates"
@@ -275,11 +260,10 @@ class Flagger:
 
     async def _commit(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         # Conditional creates, If-Match updates and PUTs to derived ids: safe to resend after a lost answer.
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        return await self.client.transaction(bundle, idempotent=True)
+        return await self.client.transaction(transaction(entries), idempotent=True)
 
     async def _flag_new(self, result: PatientResult, identifier: str) -> FlagOutcome:
-        subject_urn, task_urn = _urn(SUBJECT_SYSTEM, identifier), _urn(TASK_SYSTEM, identifier)
+        subject_urn, task_urn = uuid_urn(SUBJECT_SYSTEM, identifier), uuid_urn(TASK_SYSTEM, identifier)
         subject = self._subject(result, identifier, "candidate")
         task = self._task(result, identifier, subject_urn, "requested", None)
         prov_url, provenance = self._provenance(
@@ -293,7 +277,7 @@ class Flagger:
                     "request": {
                         "method": "POST",
                         "url": "ResearchSubject",
-                        "ifNoneExist": _conditional(SUBJECT_SYSTEM, identifier),
+                        "ifNoneExist": identifier_condition(SUBJECT_SYSTEM, identifier),
                     },
                 },
                 {
@@ -302,7 +286,7 @@ class Flagger:
                     "request": {
                         "method": "POST",
                         "url": "Task",
-                        "ifNoneExist": _conditional(TASK_SYSTEM, f"{identifier}/review"),
+                        "ifNoneExist": identifier_condition(TASK_SYSTEM, f"{identifier}/review"),
                     },
                 },
                 {"resource": provenance, "request": {"method": "PUT", "url": prov_url}},
@@ -346,22 +330,18 @@ class Flagger:
                 "request": {
                     "method": "POST",
                     "url": "Task",
-                    "ifNoneExist": _conditional(TASK_SYSTEM, f"{identifier}/review"),
+                    "ifNoneExist": identifier_condition(TASK_SYSTEM, f"{identifier}/review"),
                 },
             }
         new_task["id"] = existing["id"]
-        request = {"method": "PUT", "url": f"Task/{existing['id']}"}
-        version = (existing.get("meta") or {}).get("versionId")
-        if version:
-            request["ifMatch"] = f'W/"{version}"'
-        return {"resource": new_task, "request": request}
+        return {
+            "resource": new_task,
+            "request": if_match({"method": "PUT", "url": f"Task/{existing['id']}"}, existing),
+        }
 
     def _subject_update(self, subject: dict, new: dict) -> dict[str, Any]:
         new["id"] = subject["id"]
-        request = {"method": "PUT", "url": f"ResearchSubject/{subject['id']}"}
-        version = (subject.get("meta") or {}).get("versionId")
-        if version:
-            request["ifMatch"] = f'W/"{version}"'
+        request = if_match({"method": "PUT", "url": f"ResearchSubject/{subject['id']}"}, subject)
         return {"resource": new, "request": request}
 
     async def _make_ineligible(self, result: PatientResult, identifier: str, subject: dict) -> FlagOutcome:

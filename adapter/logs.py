@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 
-LOG_FILE_ENV = "TRIAL_ADAPTER_LOG_FILE"
+from adapter.settings import LOG_FILE_ENV  # noqa: F401  (tests name it as logs.LOG_FILE_ENV)
+from adapter.settings import current as environment
+
 NOISY_LOGGERS = ("httpx", "httpcore")  # they log full URLs, whose queries can hold patient data
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -60,7 +61,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(level.upper())
     handlers: list[logging.Handler] = [handler]
-    log_file = os.environ.get(LOG_FILE_ENV)
+    log_file = environment().log_file
     if log_file:
         handlers.append(file_handler(log_file))
     root = logging.getLogger()

@@ -16,8 +16,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from adapter.fhir.client import FhirClient, FhirError
+from adapter.fhir.transaction import rewrite_references, search_matches, transaction, transaction_bundle
 from mappings.criteria import load_criteria
-from mappings.resources import build_study_resources, rewrite_references, transaction_bundle
+from mappings.resources import build_study_resources
 from mappings.study import load_study, study_dir
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,7 @@ async def plan(client: FhirClient, bundle: dict[str, Any]) -> list[PlannedChange
         search = entry["request"]["url"]
         resource_type = search.split("?", 1)[0]
         found = await client.get_json(search)
-        matches = [
-            e["resource"]
-            for e in found.get("entry") or ()
-            if (e.get("search") or {}).get("mode", "match") == "match" and "resource" in e
-        ]
+        matches = search_matches(found)
         if len(matches) > 1:
             ids = ", ".join(f"{resource_type}/{m.get('id')}" for m in matches)
             raise FhirError(f"{len(matches)} resources match {search} ({ids}); remove the duplicates first")
@@ -91,9 +88,7 @@ def transaction_for(changes: list[PlannedChange]) -> dict[str, Any] | None:
         else:
             request = {"method": "PUT", "url": change.search}
         entries.append({"fullUrl": change.full_url, "resource": change.resource, "request": request})
-    if not entries:
-        return None
-    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    return transaction(entries) if entries else None
 
 
 def describe(change: PlannedChange) -> str:
@@ -105,7 +100,7 @@ def describe(change: PlannedChange) -> str:
 async def publish(client: FhirClient, study: str | None, dry_run: bool) -> int:
     folder = study_dir(study)
     built = build_study_resources(load_study(folder / "study.json"), load_criteria(folder / "criteria.yaml"))
-    changes = await plan(client, transaction_bundle(built))
+    changes = await plan(client, transaction_bundle(built.published()))
     for change in changes:
         print(describe(change))
     tx = transaction_for(changes)

@@ -183,7 +183,7 @@ def files(source: Path, as_of: date, repeat: int = 1) -> dict[str, Any]:
     """screen_files end to end (read, group, screen); and the screening alone on the loaded records."""
     definition = load_criteria(CRITERIA)
     # warm the one-time UCUM/pint registry (about 3 s, paid once per process) outside the timing
-    from adapter.screening import units
+    from mappings.clinical import units
 
     units._registry()
     t0, c0 = time.perf_counter(), cpu_seconds()

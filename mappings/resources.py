@@ -3,8 +3,8 @@
 ``build_study_resources`` returns the sponsor Organization, the ResearchStudy, its protocol (PlanDefinition)
 and its eligibility criteria (Group) as plain JSON dicts that conform to the adapter's profiles
 (``fhir_profiles/``), plus one ValueSet per criteria concept set (``mappings.valuesets``);
-``transaction_bundle`` wraps them in an idempotent transaction (conditional updates on business
-identifiers, ValueSets on their canonical url, ``urn:uuid`` references between the entries).
+``adapter.fhir.transaction.transaction_bundle`` wraps them in an idempotent transaction (conditional
+updates on business identifiers, ValueSets on their canonical url, ``urn:uuid`` references between them).
 
 Every study fact comes from the study files; this module only holds terminology (code systems, the codes
 used for each kind of criterion, the v2 -> FHIR value maps). Every resource is validated against the
@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import html
 import json
-import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from fhir.resources.R4B import get_fhir_model_class
 
-from adapter.fhir.search import token as search_token
 from mappings.criteria import CriteriaDefinition, CriteriaDefinitionError
 from mappings.group import characteristics, group_narrative
 from mappings.kinds.publish import BASE, UCUM
@@ -490,7 +487,7 @@ def build_study_resources(study: Study, criteria: CriteriaDefinition) -> StudyRe
     validated, as JSON dicts.
 
     References between them are relative (``Group/<NCT>-eligibility``); ``transaction_bundle``
-    turns them into the entries' ``urn:uuid`` full URLs.
+    (``adapter.fhir.transaction``) turns them into the entries' ``urn:uuid`` full URLs.
     """
     _check_consistent(study, criteria)
     status = _study_status(study)
@@ -502,68 +499,3 @@ def build_study_resources(study: Study, criteria: CriteriaDefinition) -> StudyRe
     for resource in built.published():
         validate(resource)
     return built
-
-
-def business_identifier(resource: dict[str, Any]) -> tuple[str, str]:
-    """The identifier a resource is matched on: the first one (the NCT number for the ResearchStudy)."""
-    identifier = resource["identifier"][0]
-    return identifier["system"], identifier["value"]
-
-
-def _is_canonical(resource: dict[str, Any]) -> bool:
-    """A ValueSet is matched on its canonical ``url`` (what references to it name), not an identifier."""
-    return resource["resourceType"] == "ValueSet"
-
-
-def conditional_url(resource: dict[str, Any]) -> str:
-    if _is_canonical(resource):
-        return f"ValueSet?url={quote(resource['url'], safe='')}"
-    system, value = business_identifier(resource)
-    return f"{resource['resourceType']}?identifier={quote(search_token(system, value), safe='')}"
-
-
-def full_url(resource: dict[str, Any]) -> str:
-    if _is_canonical(resource):
-        return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, resource['url'])}"
-    system, value = business_identifier(resource)
-    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{system}|{value}')}"
-
-
-def rewrite_references(value: Any, aliases: dict[str, str]) -> Any:
-    """A copy of ``value`` with every ``reference`` found in ``aliases`` replaced by its alias."""
-    if isinstance(value, dict):
-        return {
-            k: aliases.get(v, v)
-            if k == "reference" and isinstance(v, str)
-            else rewrite_references(v, aliases)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [rewrite_references(v, aliases) for v in value]
-    return value
-
-
-def transaction_bundle(resources: StudyResources) -> dict[str, Any]:
-    """A transaction of conditional updates (``PUT Type?identifier=system|value``; ValueSets
-    ``PUT ValueSet?url=canonical``), one per resource, the ValueSets included.
-
-    Entries are identified by ``urn:uuid`` full URLs derived (uuid5) from their business identifiers and
-    reference each other through them, so the server resolves the references to whatever ids it holds.
-    Resource ids are left out: with a conditional update and no id the server creates when nothing
-    matches and updates the match otherwise (an id in the body would need "update as create" support
-    and could disagree with the matched resource).
-    """
-    resources_list = resources.published()
-    aliases = {f"{r['resourceType']}/{r['id']}": full_url(r) for r in resources_list}
-    entries = []
-    for resource in resources_list:
-        body = rewrite_references({k: v for k, v in resource.items() if k != "id"}, aliases)
-        entries.append(
-            {
-                "fullUrl": full_url(resource),
-                "resource": body,
-                "request": {"method": "PUT", "url": conditional_url(resource)},
-            }
-        )
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-    return validate(bundle)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapter.errors import ConfigError
+from adapter.settings import secret
 
-class CredentialError(ValueError):
+
+class CredentialError(ConfigError, ValueError):
     pass
 
 
@@ -33,7 +35,7 @@ def bearer_from(env_var: str | None = None, file: Path | None = None) -> BearerT
             raise CredentialError(f"the token file {file} is empty")
         return BearerToken(token)
     if env_var:
-        token = os.environ.get(env_var, "").strip()
+        token = secret(env_var)
         if token:
             return BearerToken(token)
     return None

@@ -34,9 +34,11 @@ from fhirpy.base.exceptions import (
 )
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 
+from adapter.errors import ServerError
+from adapter.fhir import FHIR_JSON
+
 log = logging.getLogger(__name__)
 
-FHIR_JSON = "application/fhir+json"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Statuses that say the server did not act on the request, so even a non-idempotent one may be resent.
 NOT_PROCESSED_STATUS = frozenset({429, 503})
@@ -46,7 +48,7 @@ class Auth(Protocol):
     async def headers(self) -> dict[str, str]: ...
 
 
-class FhirError(Exception):
+class FhirError(ServerError):
     """Any failure talking to a FHIR server; ``str()`` is one readable line."""
 
 

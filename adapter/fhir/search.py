@@ -28,6 +28,11 @@ def any_of(values: Iterable[str]) -> str:
     return ",".join(values)
 
 
+def references(resource_type: str, ids: Iterable[str]) -> str:
+    """An OR of ``Type/id`` references, escaped: the value of a ``subject``/``patient`` search."""
+    return any_of(escape(f"{resource_type}/{i}") for i in ids)
+
+
 _QUERY_SAFE = ",|:/$"  # readable; everything else (& = + \\ space ...) is percent-encoded
 
 

@@ -38,6 +38,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from adapter.fhir.auth import CredentialError
 from adapter.fhir.client import FhirError, RetryPolicy, parse_retry_after
+from adapter.settings import current as environment
 
 log = logging.getLogger(__name__)
 
@@ -523,7 +524,7 @@ def smart_auth_from_env(
     Without a token URL (argument or ``SMART_TOKEN_URL``) the token endpoint is discovered from
     ``fhir_base_url`` on first use.
     """
-    env = os.environ if env is None else env
+    env = environment().smart if env is None else env
 
     def setting(value: str | None, name: str) -> str | None:
         chosen = value if value else env.get(name, "")

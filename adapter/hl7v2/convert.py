@@ -22,12 +22,10 @@ ADT message completes it.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
-from adapter.fhir.search import token
+from adapter.fhir.transaction import identifier_condition, transaction, uuid_urn
 
 from . import segments as seg_map
 from .datatypes import Context, date_time, entity_identifier, hd_system
@@ -138,11 +136,10 @@ class _Builder:
     def add(self, resource: dict[str, Any], create_only: bool = False) -> str:
         first = resource["identifier"][0]
         rtype = resource["resourceType"]
-        name = "|".join((rtype, first["system"], first["value"]))
-        url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
+        url = uuid_urn(rtype, first["system"], first["value"])
         if any(e["fullUrl"] == url for e in self.entries):
             raise V2Error(SEGMENT_SEQUENCE, f"two {rtype} entries in one message have the same identifier")
-        condition = f"identifier={quote(token(first['system'], first['value']), safe='')}"
+        condition = identifier_condition(first["system"], first["value"])
         request = (
             {"method": "POST", "url": rtype, "ifNoneExist": condition}
             if create_only
@@ -273,7 +270,7 @@ def to_bundle(msg: Message, head: Header, ctx: Context) -> dict[str, Any]:
     for entry in builder.entries:  # a report without results says nothing screening reads: keep it lean
         if entry["resource"]["resourceType"] == "DiagnosticReport" and not entry["resource"]["result"]:
             del entry["resource"]["result"]
-    return {"resourceType": "Bundle", "type": "transaction", "entry": builder.entries}
+    return transaction(builder.entries)
 
 
 __all__ = ["SUPPORTED", "Context", "Header", "hd_system", "header", "to_bundle"]

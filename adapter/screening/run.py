@@ -8,8 +8,9 @@ from datetime import date
 from pathlib import Path
 
 from adapter.fhir.client import FhirClient
+from adapter.fhir.parsing import fhir_problem
 from adapter.sources.export import screen_export
-from adapter.sources.files import SourceError, collector_paused, fhir_problem, load_records
+from adapter.sources.files import SourceError, collector_paused, load_records
 from adapter.sources.server import ServerSource
 from mappings.clinical.record import PatientRecord, resource_key
 from mappings.criteria import CriteriaDefinition

@@ -28,7 +28,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapter.fault_points import crash_point
+from adapter.fhir import FHIR_JSON
 from adapter.fhir.client import Auth, FhirClient
+from adapter.fhir.outcome import outcome_response as outcome
 from mappings.criteria import CriteriaDefinition
 
 from .checks import InputError, parse_json
@@ -43,7 +45,6 @@ from .sources import ANY_SYSTEM, DEV_SOURCE, Caller, Source, Sources, describe
 
 log = logging.getLogger(__name__)
 
-FHIR_JSON = "application/fhir+json"
 JSON_TYPES = ("application/fhir+json", "application/json")
 MAX_LIST = 1000
 DAY = 86400.0
@@ -72,14 +73,6 @@ class ServiceSettings:
     cors_origins: list[str] = field(default_factory=list)  # browser origins allowed on the matching paths
     process_concurrency: int = 64  # payloads in their forward step at once (processor: per-patient order)
     mllp: Any = None  # MllpSettings: HL7 v2 over MLLP into the same inbox (adapter/service/mllp.py)
-
-
-def outcome(status: int, code: str, text: str, severity: str = "error") -> JSONResponse:
-    body = {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": severity, "code": code, "diagnostics": text}],
-    }
-    return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -182,7 +175,7 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError) -> JSONResponse:
-        return JSONResponse(exc.outcome(), status_code=exc.status, media_type=FHIR_JSON)
+        return outcome(exc.status, exc.code, str(exc), expression=exc.expression)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -6,13 +6,11 @@ a rejected payload is stored.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
-
-from adapter.sources.files import FhirJsonError, loads_fhir_json, references_in
+from adapter import errors
+from adapter.fhir.outcome import operation_outcome
+from adapter.fhir.parsing import InvalidJson, model_class, model_problem, parse_fhir_json, unresolved_urn
 from mappings.clinical import resource_types
 
 from .narrative import NarrativeError, check_narratives
@@ -23,7 +21,9 @@ BUNDLE_TYPES = frozenset({"transaction", "batch", "collection"})
 ACCEPTED_METHODS = frozenset({"POST", "PUT"})
 
 
-class InputError(ValueError):
+class InputError(errors.InputError, ValueError):
+    """Pushed input the service refuses: ``status`` is the HTTP status, ``code`` the issue type."""
+
     def __init__(self, status: int, code: str, message: str, expression: str | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -34,10 +34,7 @@ class InputError(ValueError):
         return (InputError, (self.status, self.code, str(self), self.expression))
 
     def outcome(self) -> dict[str, Any]:
-        issue: dict[str, Any] = {"severity": "error", "code": self.code, "diagnostics": str(self)}
-        if self.expression:
-            issue["expression"] = [self.expression]
-        return {"resourceType": "OperationOutcome", "issue": [issue]}
+        return operation_outcome(self.code, str(self), expression=self.expression)
 
 
 def parse_json(body: bytes) -> Any:
@@ -46,46 +43,29 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise InputError(400, "structure", f"body is not UTF-8 (byte {exc.start})") from None
     try:
-        return loads_fhir_json(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            400, "structure", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    except FhirJsonError as exc:  # NaN, Infinity, numbers out of range: not FHIR JSON
-        raise InputError(400, "structure", f"invalid FHIR JSON: {exc}") from None
-    except RecursionError:
-        raise InputError(400, "structure", "JSON nested too deeply") from None
+        return parse_fhir_json(text)
+    except InvalidJson as exc:
+        raise InputError(400, "structure", str(exc)) from None
 
 
 def _model_check(resource: dict[str, Any], where: str) -> None:
     rtype = resource.get("resourceType")
     if not isinstance(rtype, str):
         raise InputError(422, "structure", f"{where}: no resourceType", where)
-    try:
-        model = get_fhir_model_class(rtype)
-    except (KeyError, ValueError):
-        raise InputError(
-            422, "not-supported", f"{where}: unknown resource type {rtype[:100]!r}", where
-        ) from None
+    if model_class(rtype) is None:
+        raise InputError(422, "not-supported", f"{where}: unknown resource type {rtype[:100]!r}", where)
     if rtype not in ACCEPTED_TYPES:
         raise InputError(422, "not-supported", f"{where}: resource type {rtype} is not accepted", where)
     try:
         check_narratives(resource)
     except NarrativeError as exc:
         raise InputError(422, "invalid", f"{where}.{exc}", where) from None
-    try:
-        model.model_validate(resource)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        path = ".".join(str(p) for p in first["loc"] if p != "__root__")
-        raise InputError(
-            422,
-            "invalid",
-            f"{where}: {rtype}.{path}: {first['msg']}" if path else f"{where}: {first['msg']}",
-            where,
-        ) from None
-    except RecursionError:
-        raise InputError(422, "structure", f"{where}: nested too deeply", where) from None
+    problem = model_problem(resource)
+    if problem is None:
+        return
+    if problem.too_deep:
+        raise InputError(422, "structure", f"{where}: nested too deeply", where)
+    raise InputError(422, "invalid", f"{where}: {problem if problem.path else problem.message}", where)
 
 
 def check_bundle(data: Any, max_entries: int) -> dict[str, Any]:
@@ -139,12 +119,12 @@ def check_bundle(data: Any, max_entries: int) -> dict[str, Any]:
             full_urls.add(full_url)
         _model_check(entry["resource"], f"{where}.resource")
     for index, entry in enumerate(entries):
-        for ref in references_in(entry["resource"]):
-            if ref.startswith(("urn:uuid:", "urn:oid:")) and ref not in full_urls:
-                where = f"Bundle.entry[{index}].resource"
-                raise InputError(
-                    422, "not-found", f"{where}: reference {ref} points at no entry of the Bundle", where
-                )
+        ref = unresolved_urn(entry["resource"], full_urls)
+        if ref is not None:
+            where = f"Bundle.entry[{index}].resource"
+            raise InputError(
+                422, "not-found", f"{where}: reference {ref} points at no entry of the Bundle", where
+            )
     return data
 
 

@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
-from adapter.fhir.search import token
-from adapter.sources.files import references_in
+from adapter.fhir.parsing import references_in
+from adapter.fhir.transaction import identifier_condition, rewrite_references, transaction, uuid_urn
 from mappings.clinical.resource_types import SUBJECT_ELEMENT
-from mappings.resources import rewrite_references
 
 from .checks import InputError
 from .sources import SOURCE_SYSTEM, Source
@@ -57,10 +54,6 @@ def content_hash(value: Any) -> str:
 def derived_id(*parts: str) -> str:
     # Alphanumeric with a letter first: valid as a client-assigned id on every server.
     return "ta" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
-
-
-def _uuid(*parts: str) -> str:
-    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, '|'.join(parts))}"
 
 
 def _identifiers(resource: dict[str, Any]) -> list[tuple[str, str]]:
@@ -270,7 +263,7 @@ def plan_forward(
     urns = {}
     for index, entry in enumerate(entries):
         rtype = entry["resource"]["resourceType"]
-        urns[index] = _uuid(source.name, rtype, *ids.key(index))
+        urns[index] = uuid_urn(source.name, rtype, *ids.key(index))
     aliases = {name: urns[index] for name, index in ids.by_name.items()}
     order = list(range(len(entries)))
     split = bundle.get("type") != "transaction"
@@ -293,7 +286,7 @@ def plan_forward(
             kind, key = ids.key(index)
             if kind == "identifier":
                 system, _, value = key.partition("|")
-                condition = f"identifier={quote(token(system, value), safe='')}"
+                condition = identifier_condition(system, value)
                 if create_only(entry):  # the sender's own condition is not trusted: ours, on its identifier
                     request = {"method": "POST", "url": rtype, "ifNoneExist": condition}
                 else:
@@ -308,9 +301,7 @@ def plan_forward(
         marker = derived_id("provenance", source.name, item_id, str(start))
         record = provenance(source, item_id, marker, [e["fullUrl"] for e in out], now)
         out.append({"resource": record, "request": {"method": "PUT", "url": f"Provenance/{marker}"}})
-        chunks.append(
-            Chunk({"resourceType": "Bundle", "type": "transaction", "entry": out}, marker, addressed)
-        )
+        chunks.append(Chunk(transaction(out), marker, addressed))
     return Plan(chunks, sorted(set(conditional)))
 
 

@@ -29,9 +29,10 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
+from adapter.fhir.transaction import full_url
 from adapter.screening.funnel import needs_data
 from adapter.screening.results import CriterionResult, PatientResult
-from mappings.resources import build_study_resources, full_url
+from mappings.resources import build_study_resources
 from mappings.study import Study, load_study, study_dir
 
 from .checks import InputError, parse_json

@@ -21,6 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from adapter.fhir import FHIR_JSON
+
 from .checks import InputError
 from .matching import (
     CODEX_MATCH,
@@ -36,7 +38,6 @@ from .matching import (
 )
 
 log = logging.getLogger(__name__)
-FHIR_JSON = "application/fhir+json"
 Run = Callable[..., Awaitable[Any]]
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adapter.fault_points import crash_point
 from adapter.httpserver import parse_listen
+from adapter.settings import current as environment
 
 from .checks import InputError
 from .inbox import IdempotencyConflict, Inbox
@@ -117,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _facilities(args: argparse.Namespace) -> dict[str, str]:
-    entries = [e.replace(":", " ") for e in os.environ.get("MLLP_FACILITIES", "").split(",") if e.strip()]
+    entries = [e.replace(":", " ") for e in environment().mllp_facilities]
     if args.mllp_facilities:
         try:
             entries += args.mllp_facilities.read_text(encoding="utf-8").splitlines()

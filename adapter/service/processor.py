@@ -44,8 +44,8 @@ from urllib.parse import parse_qsl
 
 from adapter.fault_points import crash_point
 from adapter.fhir.client import FhirClient, FhirError, FhirHttpError
+from adapter.fhir.parsing import references_in
 from adapter.flagging import Flagger, StudyNotPublished
-from adapter.sources.files import references_in
 from mappings.clinical.record import patients_in, resources_in
 from mappings.criteria import CriteriaDefinition
 

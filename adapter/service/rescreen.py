@@ -21,7 +21,7 @@ from datetime import date
 from typing import Any
 
 from adapter.fhir.client import FhirClient
-from adapter.fhir.search import any_of, escape, query, token
+from adapter.fhir.search import any_of, query, references, token
 from adapter.flagging import SUBJECT_SYSTEM, Flagger
 from adapter.screening.engine import Screener
 from adapter.screening.resolve import with_resolve
@@ -90,7 +90,7 @@ class Rescreener:
                     query(
                         "Condition",
                         [
-                            ("subject", any_of(escape(f"Patient/{p}") for p in batch)),
+                            ("subject", references("Patient", batch)),
                             ("_elements", "code,extension,subject"),
                             ("_count", "1000"),
                         ],

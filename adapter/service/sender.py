@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 
 from adapter.fault_points import crash_point
 from adapter.fhir.client import FhirClient, FhirHttpError, FhirNotFound
-from mappings.resources import rewrite_references
+from adapter.fhir.transaction import if_match, rewrite_references, transaction
 
 from .forward import Chunk, Plan, authoritative_identifier, located
 from .sources import Source
@@ -138,10 +138,7 @@ class Sender:
             if not _may_update(existing, entry["resource"], source):
                 raise Refused(f"{address} belongs to another source; source {source.name} may not update it")
             entry["resource"]["id"] = address.split("/")[1]
-            entry["request"] = {"method": "PUT", "url": address}
-            version = (existing.get("meta") or {}).get("versionId")
-            if version:
-                entry["request"]["ifMatch"] = f'W/"{version}"'
+            entry["request"] = if_match({"method": "PUT", "url": address}, existing)
 
     async def _post(self, bundle: dict[str, Any]) -> dict[str, Any]:
         timeout = self.timeout + self.seconds_per_entry * len(bundle["entry"])
@@ -200,11 +197,7 @@ class Sender:
 
     async def _send_together(self, items: list[Outgoing], positions: list[int], results: list[Any]) -> None:
         bundles = [rewrite_references(item.chunk.bundle, item.locations) for item in items]
-        merged = {
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [e for b in bundles for e in b["entry"]],
-        }
+        merged = transaction([e for b in bundles for e in b["entry"]])
         try:
             reply = await self._post(merged)
         except FhirHttpError as exc:

@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from adapter.errors import ConfigError
+
 from .checks import ACCEPTED_TYPES
 
 BASE = "http://trial-adapter.org/fhir"
@@ -42,7 +44,7 @@ MIN_KEY_LENGTH = 16
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
-class SourceConfigError(ValueError):
+class SourceConfigError(ConfigError, ValueError):
     pass
 
 

@@ -9,91 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from adapter.errors import InputError
+from adapter.fhir.parsing import InvalidJson, fhir_problem, parse_fhir_json, unresolved_urn
 from adapter.screening.reads import ScreeningReads
 from mappings.clinical.record import RecordBuilder
 from mappings.clinical.resource_types import SUBJECT_ELEMENT
 
 log = logging.getLogger(__name__)
 
-_MAX_NUMBER_DIGITS = 308  # beyond float range: FHIR values that large are broken data
-
-
 #: Types screening reads: validated against the FHIR R4 model. Other known types are skipped unread.
 SCREENED_TYPES = frozenset({"Patient", "Medication", *SUBJECT_ELEMENT})
 
 
-class SourceError(ValueError):
+class SourceError(InputError, ValueError):
     """The input cannot be read; the message names the file (and line) and the problem."""
-
-
-class FhirJsonError(ValueError):
-    """JSON that FHIR does not allow: NaN, Infinity, or a number out of range."""
-
-
-def _no_constant(name: str) -> Any:
-    raise FhirJsonError(f"{name} is not a number FHIR JSON allows")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise FhirJsonError(f"number {text[:40]} is out of range")
-    return value
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > _MAX_NUMBER_DIGITS:
-        raise FhirJsonError(f"integer of {len(text)} digits is out of range")
-    return int(text)
-
-
-def loads_fhir_json(text: str | bytes) -> Any:
-    """``json.loads`` for FHIR JSON: NaN, Infinity and out-of-range numbers raise ``FhirJsonError``."""
-    return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_bounded_int)
-
-
-def fhir_problem(resource: dict[str, Any], validate: bool = True) -> str | None:
-    """The first FHIR R4 structure problem of a resource (``Observation.status: Field required``)."""
-    from fhir.resources.R4B import get_fhir_model_class
-    from pydantic import ValidationError
-
-    rtype = resource["resourceType"]
-    try:
-        model = get_fhir_model_class(rtype)
-    except (KeyError, ValueError):
-        return f"unknown resource type {rtype[:100]!r}"
-    if not validate:
-        return None
-    try:
-        model.model_validate(resource)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        path = ".".join(str(p) for p in first["loc"] if p != "__root__")
-        return f"{rtype}.{path}: {first['msg']}" if path else f"{rtype}: {first['msg']}"
-    except RecursionError:
-        return f"{rtype}: nested too deeply"
-    return None
-
-
-def references_in(value: Any) -> Iterator[str]:
-    """Every ``reference`` string anywhere in a resource (iterative: deep nesting cannot overflow)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            ref = item.get("reference")
-            if isinstance(ref, str):
-                yield ref
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
 
 
 def _resource(value: Any, where: str) -> dict[str, Any]:
@@ -122,17 +56,9 @@ def _checked(value: Any, where: str, reads: ScreeningReads | None) -> dict[str, 
 def _read_json(path: Path) -> Any:
     try:
         with path.open("rb") as handle:
-            return loads_fhir_json(handle.read())
-    except UnicodeDecodeError:
-        raise SourceError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise SourceError(
-            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    except FhirJsonError as exc:
-        raise SourceError(f"{path}: invalid FHIR JSON: {exc}") from None
-    except RecursionError:
-        raise SourceError(f"{path}: JSON nested too deeply") from None
+            return parse_fhir_json(handle.read())
+    except InvalidJson as exc:
+        raise SourceError(f"{path}: {exc}") from None
     except OSError as exc:
         raise SourceError(f"{path}: cannot read: {exc.strerror}") from None
 
@@ -172,9 +98,9 @@ def _bundle_resources(
             if (full_url, version) in seen:
                 raise SourceError(f"{where}: duplicate fullUrl {full_url[:200]}")
             seen.add((full_url, version))
-        for ref in references_in(resource):
-            if ref.startswith(("urn:uuid:", "urn:oid:")) and ref not in full_urls:
-                raise SourceError(f"{where}: reference {ref[:200]} points at no entry of the Bundle")
+        ref = unresolved_urn(resource, full_urls)
+        if ref is not None:
+            raise SourceError(f"{where}: reference {ref[:200]} points at no entry of the Bundle")
         yield resource, full_url
 
 
@@ -190,23 +116,17 @@ def parse_ndjson_line(
     if not raw.strip():
         return None
     try:
-        value = loads_fhir_json(raw)
-    except UnicodeDecodeError:
-        raise SourceError(f"{where}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise SourceError(f"{where}: invalid JSON: {exc.msg}") from None
-    except FhirJsonError as exc:
-        raise SourceError(f"{where}: invalid FHIR JSON: {exc}") from None
-    except RecursionError:
-        raise SourceError(f"{where}: JSON nested too deeply") from None
+        value = parse_fhir_json(raw, positions=False)
+    except InvalidJson as exc:
+        raise SourceError(f"{where}: {exc}") from None
     if defer and isinstance(value, dict) and value.get("resourceType") == "Observation":
         resource = _resource(value, where)
     else:
         resource = _checked(value, where, reads)
     if b"urn:" in raw or b"\\u" in raw:  # the walk is costly; most lines cannot hold one
-        for ref in references_in(resource):
-            if ref.startswith(("urn:uuid:", "urn:oid:")):
-                raise SourceError(f"{where}: reference {ref[:200]} cannot be resolved in NDJSON")
+        ref = unresolved_urn(resource, frozenset())
+        if ref is not None:
+            raise SourceError(f"{where}: reference {ref[:200]} cannot be resolved in NDJSON")
     return resource
 
 

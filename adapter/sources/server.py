@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 
 from adapter.fhir.client import FhirClient, FhirError
-from adapter.fhir.search import any_of, escape, query, token
+from adapter.fhir.search import any_of, escape, query, references, token
 from mappings.clinical.record import PatientRecord, RecordBuilder, patients_in
 from mappings.clinical.resource_types import READ_TYPES
 from mappings.criteria import CriteriaDefinition
@@ -156,7 +156,7 @@ class ServerSource:
         return self._text_probe
 
     def _batch_requests(self, patient_ids: list[str]) -> list[str]:
-        subjects = any_of(escape(f"Patient/{pid}") for pid in patient_ids)
+        subjects = references("Patient", patient_ids)
         count = ("_count", str(PAGE_SIZE))
         queries = [query("Patient", [("_id", any_of(escape(pid) for pid in patient_ids)), count])]
         for rtype, read in READ_TYPES.items():

@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from adapter.fhir.client import FhirClient
+from adapter.fhir.outcome import outcome_response
 from adapter.fhir.search import any_of
 from adapter.screening.wording import titles
 from adapter.sources.server import observation_tokens, population_tokens
@@ -35,14 +36,6 @@ NOTIFY_PATH = "/notify"
 MAX_NOTIFICATION_BYTES = 5_000_000
 
 
-def _outcome(status: int, code: str, text: str) -> JSONResponse:
-    body = {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": code, "diagnostics": text}],
-    }
-    return JSONResponse(body, status_code=status, media_type="application/fhir+json")
-
-
 def build_app(worker: Worker, notify_secret: str) -> Starlette:
     async def healthz(request: Request) -> Response:
         status = worker.status.as_dict() | {"counts": worker.state.counts()}
@@ -52,17 +45,17 @@ def build_app(worker: Worker, notify_secret: str) -> Starlette:
     async def notify(request: Request) -> Response:
         supplied = request.headers.get("authorization", "")
         if not hmac.compare_digest(supplied.encode(), f"Bearer {notify_secret}".encode()):
-            return _outcome(401, "login", "missing or wrong notification token")
+            return outcome_response(401, "login", "missing or wrong notification token")
         body = await request.body()
         if len(body) > MAX_NOTIFICATION_BYTES:
-            return _outcome(413, "too-long", "notification too large")
+            return outcome_response(413, "too-long", "notification too large")
         if not body.strip():
             worker.notify_change()  # an empty (id-only) notification: poll now
             return Response(status_code=200)
         try:
             resource = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return _outcome(400, "structure", "notification body is not JSON")
+            return outcome_response(400, "structure", "notification body is not JSON")
         resources = resources_in(resource)
         patients = patients_in(resources)
         if patients:
@@ -79,7 +72,7 @@ def build_app(worker: Worker, notify_secret: str) -> Starlette:
             try:
                 since = datetime.fromisoformat(request.query_params["since"])
             except ValueError:
-                return _outcome(400, "value", "since: not an ISO date or date-time")
+                return outcome_response(400, "value", "since: not an ISO date or date-time")
             since = since if since.tzinfo else since.replace(tzinfo=UTC)
         changes = what_changed(worker.state, since, titles(worker.definition))
         fmt = request.query_params.get("format", "json")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import secrets
 import signal
 
@@ -13,6 +12,7 @@ import uvicorn
 
 from adapter.fhir.client import FhirClient
 from adapter.httpserver import EmbeddedServer, parse_listen
+from adapter.settings import current as environment
 from mappings.criteria import CriteriaDefinition
 
 from .http import NOTIFY_PATH, build_app, ensure_subscriptions
@@ -39,7 +39,7 @@ async def run_worker(args: argparse.Namespace, client: FhirClient, definition: C
             host, port = parse_listen(listen)
             # The notification secret: from the environment, else a fresh one per run (the
             # subscriptions are updated with it at start).
-            secret = os.environ.get("WORKER_NOTIFY_TOKEN") or secrets.token_urlsafe(32)
+            secret = environment().worker_notify_token or secrets.token_urlsafe(32)
             server = EmbeddedServer(
                 uvicorn.Config(
                     build_app(worker, secret), host=host, port=port, log_level="warning", access_log=False

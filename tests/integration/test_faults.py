@@ -19,9 +19,10 @@ import pytest
 
 from adapter.cli import main
 from adapter.fhir.client import FhirClient
+from adapter.fhir.transaction import transaction_bundle
 from adapter.sources.server import PAGE_SIZE, population_tokens
 from mappings.criteria import load_criteria
-from mappings.resources import build_study_resources, transaction_bundle
+from mappings.resources import build_study_resources
 from mappings.study import load_study, study_dir
 from tests.integration.test_publish import on_server, study_resources
 from tests.integration.test_service import Service, engine_bundle, server_subjects
@@ -64,7 +65,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 def study_searches() -> list[str]:
     folder = study_dir(None)
     built = build_study_resources(load_study(folder / "study.json"), load_criteria(folder / "criteria.yaml"))
-    return [entry["request"]["url"] for entry in transaction_bundle(built)["entry"]]
+    return [entry["request"]["url"] for entry in transaction_bundle(built.published())["entry"]]
 
 
 def matches_per_search(hapi_url: str) -> dict[str, int]:

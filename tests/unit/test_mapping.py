@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
+from adapter.fhir.transaction import conditional_url, transaction_bundle
 from mappings.criteria import load_criteria
 from mappings.group import EXT_ELIGIBILITY_CRITERION
 from mappings.resources import (
@@ -24,8 +25,6 @@ from mappings.resources import (
     EXT_TARGET_ENROLLMENT,
     StudyResources,
     build_study_resources,
-    conditional_url,
-    transaction_bundle,
 )
 from mappings.study import (
     DEFAULT_STUDY,
@@ -80,7 +79,7 @@ def group(built: StudyResources) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def bundle(built: StudyResources) -> dict[str, Any]:
-    return transaction_bundle(built)
+    return transaction_bundle(built.published())
 
 
 def _registry_section(text: str, start: str, end: str) -> dict[int, str]:
@@ -601,7 +600,7 @@ def test_build_is_deterministic(built, bundle):
     again = _build()
     for first, second in zip(built.all(), again.all(), strict=True):
         assert json.dumps(first, ensure_ascii=False) == json.dumps(second, ensure_ascii=False)
-    assert json.dumps(transaction_bundle(again)) == json.dumps(bundle)
+    assert json.dumps(transaction_bundle(again.published())) == json.dumps(bundle)
 
 
 def test_no_study_facts_in_mapping_code():
@@ -715,7 +714,7 @@ def test_second_study_maps_without_code_changes(second_study: Path):
     assert [c["exclude"] for c in characteristics] == [False, True]
     assert characteristics[0]["valueRange"]["low"]["value"] == 18
     assert _codes(characteristics[1]["code"]) == {(LOCAL, "manual-review")}
-    bundle = transaction_bundle(built)
+    bundle = transaction_bundle(built.published())
     assert {e["request"]["url"].split("?")[0] for e in bundle["entry"]} == {
         "Organization",
         "ResearchStudy",

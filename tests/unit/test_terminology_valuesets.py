@@ -9,9 +9,10 @@ from typing import Any
 from urllib.parse import unquote
 
 from adapter.cli import main
+from adapter.fhir.transaction import rewrite_references, transaction_bundle
 from adapter.publish import plan, transaction_for
 from mappings.criteria import load_criteria
-from mappings.resources import build_study_resources, rewrite_references, transaction_bundle, validate
+from mappings.resources import build_study_resources, validate
 from mappings.study import load_study
 from mappings.valuesets import concept_valuesets
 
@@ -76,7 +77,7 @@ def test_map_writes_the_valuesets(tmp_path):
 def _bundle() -> dict[str, Any]:
     folder = CRITERIA_PATH.parent
     built = build_study_resources(load_study(folder / "study.json"), load_criteria(CRITERIA_PATH))
-    return transaction_bundle(built)
+    return transaction_bundle(built.published())
 
 
 class _Server:
