@@ -35,6 +35,7 @@ from mappings.terminology.conceptmap import load_concept_maps
 PROG = "trial-adapter"
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_SCREEN_ERRORS = 3  # `screen`: the report is written, but some patients could not be screened
 
 DESCRIPTION = """\
 FHIR R4 integration adapter for clinical trial NCT06849401 (CD7 CAR-NK cells for children with
@@ -368,6 +369,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 f"{len(summary.unmapped)} codes or texts no criterion recognises (summary.unmapped)",
                 file=sys.stderr,
             )
+    if summary.errors:  # said even with --quiet: it is why the exit status is not 0
+        print(
+            f"{PROG}: warning: {summary.errors} patients could not be screened (status error in the report)",
+            file=sys.stderr,
+        )
+        return EXIT_SCREEN_ERRORS
     return 0
 
 
