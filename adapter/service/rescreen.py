@@ -41,7 +41,8 @@ _FLAG_CONCURRENCY = 4
 def _screen_all(pipeline: Pipeline, records: list[PatientRecord]) -> list[tuple[str, PatientResult]]:
     """Each patient's result with its "collect next" entries, as the worker's Task shows them; a
     record that cannot be screened is that patient's ``error`` (logged by the pipeline), not the round's."""
-    return [(result.patient.rsplit("/", 1)[-1], result) for result in pipeline.run(records)]
+    # screen(), not run(): run() pauses the cyclic collector, which is process-wide (the event loop's too)
+    return [(record.key.rsplit("/", 1)[-1], pipeline.screen(record)) for record in records]
 
 
 class Rescreener:
