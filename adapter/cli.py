@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from adapter import logs
-from adapter.errors import EXIT_FAILED, EXIT_INTERRUPTED, AdapterError, UsageError, as_adapter_error
+from adapter.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_SCREEN_ERRORS,
+    AdapterError,
+    UsageError,
+    as_adapter_error,
+)
 from adapter.fhir.auth import bearer_from
 from adapter.fhir.client import FhirClient
 from adapter.screening.report import FORMATS, render
@@ -370,6 +377,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 f"{len(summary.unmapped)} codes or texts no criterion recognises (summary.unmapped)",
                 file=sys.stderr,
             )
+    if summary.errors:  # said even with --quiet: it is why the exit status is not 0
+        print(
+            f"{PROG}: warning: {summary.errors} patients could not be screened (status error in the report)",
+            file=sys.stderr,
+        )
+        return EXIT_SCREEN_ERRORS
     return 0
 
 

@@ -5,13 +5,15 @@ the service and the worker log them by type. The study definition's errors are r
 (``mappings`` imports nothing from it), so they are wrapped here (``as_adapter_error``), not subclassed.
 
 Exit codes: 0 success; 1 the command failed (a definition, the input, a source, the FHIR server);
-2 wrong usage or configuration (options, settings); 130 interrupted.
+2 wrong usage or configuration (options, settings); 3 `screen` wrote its report but some patients
+could not be screened (status ``error``); 130 interrupted.
 """
 
 from __future__ import annotations
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_SCREEN_ERRORS = 3  # `screen`: the report is written, but some patients could not be screened
 EXIT_INTERRUPTED = 130
 
 

@@ -7,6 +7,8 @@
 - candidates split into ``ready`` (nothing left to collect, only people's judgement) and
   ``blockedByUnknowns`` (data to collect); ``ifMet`` says how many more would be ready if that
   criterion's unknowns were settled in the patient's favour.
+- patients that could not be screened (status ``error``) have no criteria and are not in the funnel
+  (its ``screened`` is the summary's minus its ``errors``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def needs_data(c: CriterionResult) -> bool:
 def build_funnel(patients: Sequence[PatientResult], dropped: Iterable[str] = ()) -> Funnel:
     """The funnel, optionally as if the ``dropped`` criteria were not part of the study."""
     skip = set(dropped)
+    patients = [p for p in patients if p.status != "error"]
     order: list[tuple[str, str]] = []
     for p in patients:
         for c in p.criteria:

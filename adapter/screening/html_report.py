@@ -1,8 +1,9 @@
 """The HTML report for the study team: one self-contained page (no scripts, no network), readable on a
 laptop and printable, with table headers, captions, visible keyboard focus and every data value escaped.
 
-Order: the summary; candidates closest first with what to collect next; how the population narrows
-(the funnel and its what-ifs); who is not eligible and why; terminology gaps when the report has any;
+Order: the summary; candidates closest first with what to collect next; the patients that could not be
+screened (status ``error``) and why; how the population narrows (the funnel and its what-ifs); who is
+not eligible and why; terminology gaps when the report has any;
 then each patient's criteria with the reason and what would settle each unknown.
 """
 
@@ -32,7 +33,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums} td.num{white-s
 .result{font-weight:600;white-space:nowrap}
 .status{display:inline-block;padding:.05rem .45rem;border-radius:.3rem;font-weight:600;font-size:.85rem}
 .status.candidate{background:#dff3e4;color:#0a4d22} .status.not-eligible{background:#fbe3e4;color:#7d1016}
-.status.reviewed{background:#e4ecfb;color:#14357a}
+.status.reviewed{background:#e4ecfb;color:#14357a} .status.error{background:#fff1c2;color:#5c3d00}
 .next{margin:0;padding-left:1.1rem} .nowrap{white-space:nowrap} .muted{color:#555} .small{font-size:.82rem}
 .bar{display:inline-block;height:.7rem;background:#5b7db1;vertical-align:middle;margin-right:.3rem}
 code{font-size:.8rem;word-break:break-all}
@@ -63,6 +64,7 @@ def _name(cid: str, titles: dict[str, str]) -> str:
 
 def _always_manual(patients: list[PatientResult]) -> list[str]:
     """Criteria unknown for everyone only because a person must judge them: said once, not per row."""
+    patients = [p for p in patients if p.status != "error"]  # no criteria to compare
     if not patients:
         return []
     first = [c.id for c in patients[0].criteria if c.reason == MANUAL_REASON]
@@ -182,7 +184,7 @@ def _funnel(funnel: Funnel, titles: dict[str, str]) -> list[str]:
 
 def _not_eligible(report: ScreeningReport, titles: dict[str, str]) -> list[str]:
     as_of = report.as_of
-    out = sorted((p for p in report.patients if p.status != "candidate"), key=lambda p: p.patient)
+    out = sorted((p for p in report.patients if p.status == "not-eligible"), key=lambda p: p.patient)
     if not out:
         return []
     parts = [
@@ -194,6 +196,26 @@ def _not_eligible(report: ScreeningReport, titles: dict[str, str]) -> list[str]:
         why = "; ".join(f"{_name(c.id, titles)}: {_e(prose(c.reason, as_of))}" for c in p.deciding_criteria())
         parts.append(
             f"<tr><th scope='row'><a href='#{_anchor(p.patient)}'>{_e(p.patient)}</a></th><td>{why}</td></tr>"
+        )
+    parts.append("</tbody></table></section>")
+    return parts
+
+
+def _errors(report: ScreeningReport) -> list[str]:
+    """Patients whose record could not be screened: not candidates, not excluded; the data needs fixing."""
+    errors = [p for p in report.patients if p.status == "error"]
+    if not errors:
+        return []
+    parts = [
+        "<section aria-labelledby='h-errors'><h2 id='h-errors'>Could not be screened</h2><p>Their records "
+        "hold data the screening could not read. They are neither candidates nor excluded: fix the data "
+        "named here and screen again.</p><table><caption>Each patient with the resource and its problem"
+        "</caption><thead><tr><th scope='col'>Patient</th><th scope='col'>Why</th></tr></thead><tbody>"
+    ]
+    for p in errors:
+        parts.append(
+            f"<tr><th scope='row'><a href='#{_anchor(p.patient)}'>{_e(p.patient)}</a></th>"
+            f"<td>{_e(p.reason or '')}</td></tr>"
         )
     parts.append("</tbody></table></section>")
     return parts
@@ -228,6 +250,8 @@ def _patient(p: PatientResult, titles: dict[str, str], as_of: date) -> list[str]
         f"<section class='patient' aria-labelledby='{_anchor(p.patient)}'>"
         f"<h3 id='{_anchor(p.patient)}'>{_e(p.patient)} <span class='status {_e(p.status)}'>{_e(label)}</span></h3>"
     ]
+    if p.status == "error":
+        return [*parts, f"<p>Could not be screened: {_e(p.reason or '')}</p></section>"]
     people = judgements(p)
     if p.status == "candidate" and people:
         who = "; ".join(f"{_e(text)} ({_e(by)})" for text, by in people)
@@ -261,7 +285,9 @@ def to_html(report: ScreeningReport) -> str:
         "<a class='skip' href='#h-candidates'>Skip to the candidates</a><main>",
         f"<h1>Eligibility screening for {_e(report.study)} as of {_e(report.as_of.isoformat())}</h1>",
         f"<p>{summary.screened} patients screened: <strong>{summary.candidates} candidates</strong> for review, "
-        f"{summary.not_eligible} not eligible. A candidate is a patient no criterion rules out; every "
+        f"{summary.not_eligible} not eligible"
+        + (f", <strong>{summary.errors} could not be screened</strong>" if summary.errors else "")
+        + ". A candidate is a patient no criterion rules out; every "
         "<span class='unknown'>unknown</span> still needs the study team: collect what is listed, and "
         "people decide the rest. A missing fact is never an exclusion.</p>",
     ]
@@ -270,6 +296,7 @@ def to_html(report: ScreeningReport) -> str:
         parts.append(f"<p>Always for the study team's judgement: {named}.</p>")
     parts += _lead(funnel, titles)
     parts += _candidates(report, titles, manual)
+    parts += _errors(report)
     parts += _funnel(funnel, titles)
     parts += _not_eligible(report, titles)
     parts += _unmapped(report)

@@ -12,7 +12,7 @@ Sources use this to decide what to check up front and what to skip:
   a code a set names (an ICD-10-CM header), or (Conditions) names ALL in words (``signs``). Others
   are skipped by the engine, which reads defensively; if one is malformed enough to trip it, the
   whole record is validated then
-  (``screen_checked``), so a broken resource is still named.
+  (``adapter.pipeline.diagnose``), so a broken resource is still named.
 - Patients, Immunizations (any vaccination counts) and Medications are always read.
 """
 

@@ -29,7 +29,7 @@ def render(report: ScreeningReport, fmt: str) -> str:
         return to_html(report)
     if fmt == "funnel":
         table = funnel_table(report.summary.funnel or build_funnel(report.patients), report.titles())
-        return table + candidates_text(report)
+        return table + candidates_text(report) + errors_text(report)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -40,6 +40,9 @@ def to_csv(report: ScreeningReport) -> str:
         ["study", "asOf", "patient", "status", "criterion", "type", "result", "reason", "evidence", "resolve"]
     )
     for patient in report.patients:
+        if patient.status == "error":  # one row: no criterion was screened, the reason says why
+            row = [report.study, report.as_of.isoformat(), patient.patient, patient.status, "", "", ""]
+            writer.writerow([*row, patient.reason or "", "", ""])
         for c in patient.criteria:
             writer.writerow(
                 [
@@ -74,4 +77,14 @@ def candidates_text(report: ScreeningReport) -> str:
     for rank, p in enumerate(ranked_candidates(report), 1):
         todo = "; ".join(prose(item) for item in collect_next(p)) or "nothing: ready for review"
         lines.append(f"{rank:>3}. {p.patient}: collect next: {todo}")
+    return "\n".join(lines) + "\n"
+
+
+def errors_text(report: ScreeningReport) -> str:
+    """The patients that could not be screened, each with the reason (nothing when there are none)."""
+    errors = [p for p in report.patients if p.status == "error"]
+    if not errors:
+        return ""
+    lines = ["", f"Could not be screened ({len(errors)}): fix the data and screen again:"]
+    lines += [f"  {p.patient}: {p.reason}" for p in errors]
     return "\n".join(lines) + "\n"

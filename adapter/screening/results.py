@@ -19,7 +19,8 @@ from mappings.clinical.tri import Tri
 if TYPE_CHECKING:
     from mappings.criteria import CriteriaDefinition
 
-Status = Literal["candidate", "not-eligible"]
+# "error": the record could not be screened (malformed data or a bug); never a candidate, never flagged.
+Status = Literal["candidate", "not-eligible", "error"]
 DecidedBy = Literal["data", "investigator", "consent"]
 
 
@@ -75,13 +76,18 @@ class CriterionResult(_Optional):
 
 
 class PatientResult(_Optional):
-    _omit_when_none = ("latest_data",)
+    _omit_when_none = ("latest_data", "reason")
 
     patient: str
     status: Status
-    criteria: list[CriterionResult]
+    criteria: list[CriterionResult]  # empty for an error
     # The most recent day of the data the criteria read (ranks candidates: fresh data first).
     latest_data: date | None = Field(default=None, alias="latestData")
+    reason: str | None = None  # why an ``error`` could not be screened: the resource and its problem
+
+    @classmethod
+    def error(cls, patient: str, reason: str) -> PatientResult:
+        return cls(patient=patient, status="error", criteria=[], reason=reason)
 
     def unknown_criteria(self) -> list[CriterionResult]:
         return [c for c in self.criteria if c.result == "unknown"]
@@ -136,11 +142,12 @@ class UnmappedItem(_Model):
 
 
 class Summary(_Optional):
-    _omit_when_none = ("population", "outside_population", "funnel", "unmapped")
+    _omit_when_none = ("errors", "population", "outside_population", "funnel", "unmapped")
 
-    screened: int
+    screened: int  # every patient listed: candidates + notEligible + errors
     candidates: int
     not_eligible: int = Field(alias="notEligible")
+    errors: int | None = None  # patients that could not be screened (absent when none)
     # How the population was found (server screening), and the terminology gaps seen while screening.
     population: str | None = None
     funnel: Funnel | None = None
@@ -189,13 +196,15 @@ class ScreeningReport(_Optional):
         from .wording import titles
 
         candidates = sum(1 for p in patients if p.status == "candidate")
+        errors = sum(1 for p in patients if p.status == "error")
         return cls(
             study=study,
             asOf=as_of,
             summary=Summary(
                 screened=len(patients),
                 candidates=candidates,
-                notEligible=len(patients) - candidates,
+                notEligible=len(patients) - candidates - errors,
+                errors=errors or None,
                 funnel=build_funnel(patients),
                 outsidePopulation=outside_population,
             ),

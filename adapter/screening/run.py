@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
 from adapter.fhir.client import FhirClient
-from adapter.fhir.parsing import fhir_problem
+from adapter.pipeline import Pipeline, Progress
 from adapter.sources.export import screen_export
-from adapter.sources.files import SourceError, collector_paused, load_records
+from adapter.sources.files import load_records
 from adapter.sources.server import ServerSource
-from mappings.clinical.record import PatientRecord, resource_key
+from mappings.clinical.record import PatientRecord
 from mappings.criteria import CriteriaDefinition
 
 from .engine import Screener
 from .reads import ScreeningReads
-from .resolve import with_resolve
 from .results import PatientResult, ScreeningReport, UnmappedItem
 from .unmapped import UnmappedCollector
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
+__all__ = ["Progress", "report_for", "screen_files", "screen_records", "screen_server"]
 
 
 def screen_records(
@@ -34,33 +33,9 @@ def screen_records(
     progress: Progress | None = None,
     unmapped: UnmappedCollector | None = None,
 ) -> list[PatientResult]:
-    screener = Screener(definition, as_of)
-    results = []
-    with collector_paused():
-        for record in records:
-            results.append(screen_checked(screener, record))
-            if unmapped is not None:
-                unmapped.add(record)
-            if progress:
-                progress(len(results), total)
-    return results
-
-
-def screen_checked(screener: Screener, record: PatientRecord) -> PatientResult:
-    """Screen a record; if its data breaks the engine, name the resource and the FHIR problem.
-
-    The engine reads defensively (a value of the wrong type gives ``unknown``), so a failure here means
-    malformed data: only then is every resource of the record validated against the FHIR R4 model.
-    """
-    try:
-        return with_resolve(screener, record, screener.screen(record))
-    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
-        for resource in (record.patient, *(r for items in record.resources.values() for r in items)):
-            problem = fhir_problem(resource)
-            if problem:
-                where = resource_key(resource) or resource.get("resourceType", "resource")
-                raise SourceError(f"{where}: {problem}") from None
-        raise SourceError(f"cannot screen {record.key}: unexpected data ({type(exc).__name__})") from None
+    """Every record's result (``Pipeline``: a record that cannot be screened is an ``error``)."""
+    pipeline = Pipeline(Screener(definition, as_of), unmapped=unmapped, progress=progress, total=total)
+    return pipeline.run(records)
 
 
 def report_for(
@@ -78,7 +53,11 @@ def report_for(
         report.summary.unmapped = [UnmappedItem.model_validate(e) for e in unmapped.entries()]
     log.info(
         "screening finished",
-        extra={"screened": report.summary.screened, "candidates": report.summary.candidates},
+        extra={
+            "screened": report.summary.screened,
+            "candidates": report.summary.candidates,
+            "errors": report.summary.errors or 0,
+        },
     )
     return report
 
@@ -115,14 +94,11 @@ async def screen_server(
 ) -> ScreeningReport:
     source = ServerSource(client, definition)
     population = await source.population()
-    screener = Screener(definition, as_of)
     unmapped = UnmappedCollector(definition)
-    results: list[PatientResult] = []
-    async for record in source.records(population):
-        results.append(screen_checked(screener, record))
-        unmapped.add(record)
-        if progress:
-            progress(len(results), len(population))
+    pipeline = Pipeline(
+        Screener(definition, as_of), unmapped=unmapped, progress=progress, total=len(population)
+    )
+    results = await pipeline.run_async(source.records(population))
     missing = len(population) - len(results)
     if missing:
         # A leukaemia Condition whose Patient the server does not return: nothing to screen, but say so.

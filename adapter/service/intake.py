@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, TypeVar
 
+from adapter.pipeline import Pipeline
 from adapter.screening.engine import Screener
-from adapter.screening.resolve import with_resolve
 from adapter.screening.results import PatientResult
 from adapter.screening.run import report_for
 from adapter.screening.unmapped import UnmappedCollector
 from adapter.sources.files import bundle_entries
-from mappings.clinical.record import PatientRecord, RecordBuilder
+from mappings.clinical.record import RecordBuilder
 from mappings.criteria import CriteriaDefinition
 
 from .checks import InputError, check_bundle, check_resource, parse_json
@@ -104,12 +104,13 @@ def worker_definition() -> CriteriaDefinition:
 def screen_bundle(data: Any, max_entries: int, as_of: date, operation: str = "$screen") -> PatientResult:
     """One patient's Bundle (parsed JSON), checked and screened: the call $screen and the matching
     protocols (matching.py) share. Raises InputError for anything but exactly one Patient."""
-    return _screen_one(data, max_entries, as_of, operation)[1]
+    return _screen_one(data, max_entries, as_of, operation)
 
 
 def _screen_one(
-    data: Any, max_entries: int, as_of: date, operation: str
-) -> tuple[PatientRecord, PatientResult]:
+    data: Any, max_entries: int, as_of: date, operation: str, unmapped: UnmappedCollector | None = None
+) -> PatientResult:
+    """Through the pipeline: a record that cannot be screened is an ``error`` result, not a 500."""
     definition = worker_definition()
     bundle = check_bundle(data, max_entries)
     builder = RecordBuilder()
@@ -120,18 +121,19 @@ def _screen_one(
         raise InputError(
             422, "invalid", f"{operation} needs exactly one Patient in the Bundle, found {len(records)}"
         )
-    screener = Screener(definition, as_of)
-    return records[0], with_resolve(screener, records[0], screener.screen(records[0]))
+    return Pipeline(Screener(definition, as_of), unmapped=unmapped).screen(records[0])
 
 
 def screen_body(body: bytes, max_entries: int, as_of: date, as_json: bool) -> dict[str, Any]:
     definition = worker_definition()
-    record, result = _screen_one(parse_json(body), max_entries, as_of, "$screen")
+    unmapped = UnmappedCollector(definition) if as_json else None
+    result = _screen_one(parse_json(body), max_entries, as_of, "$screen", unmapped)
     if as_json:  # the same report as the CLI's, terminology gaps included
-        unmapped = UnmappedCollector(definition)
-        unmapped.add(record)
         return report_for(definition, as_of, [result], unmapped).to_json_dict()
-    return screening_parameters(result, as_of)
+    parameters = screening_parameters(result, as_of)
+    if result.reason:  # an ``error``: the record could not be screened, and why
+        parameters["parameter"].append({"name": "reason", "valueString": result.reason})
+    return parameters
 
 
 def _warm() -> bool:

@@ -189,6 +189,7 @@ class Processor:
             "patientsInRounds": self.coalescer.handled,
             "patientsScreened": self.rescreener.screened,
             "patientsNotScreened": self.rescreener.skipped,
+            "patientsInError": self.rescreener.errors,
         }
 
     def wake(self) -> None:
@@ -378,7 +379,8 @@ class Processor:
         screened = [o for o in outcomes.values() if o["status"] != NOT_SCREENED]
         flags: dict[str, int] = {}
         for outcome in screened:
-            flags[outcome["flag"]] = flags.get(outcome["flag"], 0) + 1
+            if "flag" in outcome:  # an ``error`` (cannot be screened) is never flagged
+                flags[outcome["flag"]] = flags.get(outcome["flag"], 0) + 1
         return {
             "forwarded": forwarded,
             "patients": screened,

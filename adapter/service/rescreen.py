@@ -23,8 +23,8 @@ from typing import Any
 from adapter.fhir.client import FhirClient
 from adapter.fhir.search import any_of, query, references, token
 from adapter.flagging import SUBJECT_SYSTEM, Flagger
+from adapter.pipeline import Pipeline
 from adapter.screening.engine import Screener
-from adapter.screening.resolve import with_resolve
 from adapter.screening.results import PatientResult
 from adapter.sources.population import PopulationSigns
 from adapter.sources.server import ServerSource
@@ -38,20 +38,11 @@ _BATCH = 50
 _FLAG_CONCURRENCY = 4
 
 
-def _screen_all(
-    screener: Screener, records: list[PatientRecord]
-) -> list[tuple[str, PatientResult | Exception]]:
+def _screen_all(pipeline: Pipeline, records: list[PatientRecord]) -> list[tuple[str, PatientResult]]:
     """Each patient's result with its "collect next" entries, as the worker's Task shows them; a
-    record that breaks the engine is that patient's error (a bug: it is logged), not the round's."""
-    out: list[tuple[str, PatientResult | Exception]] = []
-    for record in records:
-        pid = str(record.patient.get("id") or record.key.rsplit("/", 1)[-1])
-        try:
-            out.append((pid, with_resolve(screener, record, screener.screen(record))))
-        except Exception as exc:
-            log.exception("screening failed for a patient", extra={"patient": pid})
-            out.append((pid, exc))
-    return out
+    record that cannot be screened is that patient's ``error`` (logged by the pipeline), not the round's."""
+    # screen(), not run(): run() pauses the cyclic collector, which is process-wide (the event loop's too)
+    return [(record.key.rsplit("/", 1)[-1], pipeline.screen(record)) for record in records]
 
 
 class Rescreener:
@@ -70,6 +61,7 @@ class Rescreener:
         self._signs = PopulationSigns(definition)
         self.screened = 0
         self.skipped = 0
+        self.errors = 0  # patients whose record could not be screened
 
     def in_population(self, condition: dict[str, Any]) -> bool:
         """A Condition that might be a sign of the disease: the files path's test (codes with the
@@ -129,12 +121,14 @@ class Rescreener:
         await self.flagger.prepare()
         records = [record async for record in self.source.records(sorted(matter))]
         # One thread, one record after another: the engine and its models are not shared across threads.
-        results = await asyncio.to_thread(_screen_all, Screener(self.definition, self.today()), records)
+        pipeline = Pipeline(Screener(self.definition, self.today()))
+        results = await asyncio.to_thread(_screen_all, pipeline, records)
         slots = asyncio.Semaphore(_FLAG_CONCURRENCY)
 
-        async def flag(pid: str, result: PatientResult | Exception) -> None:
-            if isinstance(result, Exception):
-                out[pid] = result
+        async def flag(pid: str, result: PatientResult) -> None:
+            if result.status == "error":  # never flagged, the flag left as it was; the payload is done
+                out[pid] = {"patient": result.patient, "status": "error", "reason": result.reason}
+                self.errors += 1
                 return
             try:
                 async with slots:

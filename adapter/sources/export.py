@@ -23,6 +23,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from adapter.pipeline import Pipeline
 from adapter.screening.engine import Screener
 from adapter.screening.reads import ScreeningReads
 from adapter.screening.results import PatientResult
@@ -121,14 +122,8 @@ def _screen_share(job: _Job) -> tuple[list[PatientResult], int, dict[tuple[Any, 
     with collector_paused():
         collector = _Collector(job)
         records = collector.collect()
-        screener = Screener(job.definition, job.as_of)
         gaps = UnmappedCollector(job.definition)
-        from adapter.screening.run import screen_checked  # run imports this module
-
-        results = []
-        for record in records:
-            gaps.add(record)
-            results.append(screen_checked(screener, record))
+        results = Pipeline(Screener(job.definition, job.as_of), unmapped=gaps).run(records)
         return results, collector.filter.patient_lines, gaps.findings()
 
 

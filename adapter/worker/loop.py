@@ -25,8 +25,8 @@ from adapter.fault_points import crash_point
 from adapter.fhir.client import FhirClient, FhirError
 from adapter.fhir.search import any_of, escape, query
 from adapter.flagging import Flagger
+from adapter.pipeline import Pipeline
 from adapter.screening.engine import Screener
-from adapter.screening.resolve import with_resolve
 from adapter.sources.server import PAGE_SIZE, ServerSource
 from mappings.clinical.record import patients_in
 from mappings.clinical.resource_types import SUBJECT_ELEMENT
@@ -59,6 +59,7 @@ class WorkerStatus:
     last_error: str | None = None
     consecutive_failures: int = 0
     screened: int = 0
+    errors: int = 0  # patients whose record could not be screened (status error), since start
     flag_writes: int = 0
     pending_notifications: int = 0
     actions: dict[str, int] = field(default_factory=dict)
@@ -185,12 +186,17 @@ class Worker:
     async def screen_and_flag(self, patient_ids: list[str], as_of: date) -> None:
         if not patient_ids:
             return
-        screener = Screener(self.definition, as_of)
-        async for record in self.source.records(patient_ids):
+        pipeline = Pipeline(Screener(self.definition, as_of))
+        async for result in pipeline.results(self.source.records(patient_ids)):
             if self.stopping:
                 return
-            result = with_resolve(screener, record, screener.screen(record))
             self.status.screened += 1
+            if result.status == "error":
+                # Logged by the pipeline (ids only). Never flagged, and the flag stays as it was (an
+                # unreadable record is no reason to withdraw one); the pass goes on and the checkpoint
+                # advances, so the patient is screened again when their data changes.
+                self.status.errors += 1
+                continue
             digest = result_digest(result, as_of.isoformat())
             if self.state.last_digest(result.patient) == digest:
                 continue  # same result as last time: no write

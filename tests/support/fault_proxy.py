@@ -26,6 +26,8 @@ with matches left decides; a request no rule matches is forwarded untouched. Fau
   the client gave up meanwhile;
 - ``Truncate()``: the server processes the request; the answer is close-delimited and cut in half,
   so HTTP sees a complete response whose JSON is broken;
+- ``Rewrite(edit)``: the server answers and the proxy hands the client ``edit(body)`` instead (data a
+  real server would refuse to store, e.g. a malformed resource from a less strict server);
 - ``Reset(forward=True, partial=True)``: the server processes the request, the client gets the status
   line, headers and half of the body, then the connection is aborted with a TCP RST (an answer lost
   after the write happened); ``forward=False`` resets before anything reached the server.
@@ -117,6 +119,13 @@ class Delay(Fault):
 class Truncate(Fault):
     """Forward, then answer with a close-delimited body (no Content-Length) cut in half and an
     orderly close: to HTTP the answer looks complete, but the JSON in it is not."""
+
+
+@dataclass(frozen=True)
+class Rewrite(Fault):
+    """Forward, then answer with ``edit(body)``: the answer of a server less strict than HAPI."""
+
+    edit: Callable[[bytes], bytes]
 
 
 @dataclass
@@ -417,6 +426,8 @@ class FaultProxy:
             writer.write(head + content[: len(content) // 2])
             await writer.drain()
             return False
+        if isinstance(fault, Rewrite):
+            content = fault.edit(content)
         request.status = status
         writer.write(_head(status, reason, out_headers, len(content), keep_alive=True) + content)
         await writer.drain()
