@@ -202,7 +202,13 @@ def test_phase_early_phase_1(study_resource):
             "system": "http://terminology.hl7.org/CodeSystem/research-study-phase",
             "code": "early-phase-1",
             "display": "Early Phase 1",
-        }
+        },
+        # NCIt beside the R4 code (NCIt C54721 "Early Phase 1 Trial", ICH M11 phase value set C217045).
+        {
+            "system": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl",
+            "code": "C54721",
+            "display": "Early Phase 1 Trial",
+        },
     ]
 
 
@@ -485,7 +491,11 @@ def test_bundle_validates_with_r4b(bundle):
 def test_profiles_and_extensions_exist(built):
     definitions = {json.loads(p.read_text())["url"] for p in PROFILES.glob("StructureDefinition-*.json")}
     assert built.research_study["meta"]["profile"] == [f"{BASE}/StructureDefinition/trial-research-study"]
-    assert built.plan_definition["meta"]["profile"] == [f"{BASE}/StructureDefinition/trial-protocol"]
+    assert built.plan_definition["meta"]["profile"] == [
+        f"{BASE}/StructureDefinition/trial-protocol",
+        # HL7 Vulcan SoA StudyProtocolSoa (tests/unit/test_published_shapes.py checks its constraints)
+        "http://hl7.org/fhir/uv/vulcan-schedule/StructureDefinition/StudyProtocolSoa",
+    ]
     assert built.group["meta"]["profile"] == [f"{BASE}/StructureDefinition/eligibility-group"]
     used = {v for r in built.all() for path, v in _walk(r) if path.endswith((".url", ".profile[0]"))}
     ours = {u for u in used if u.startswith(f"{BASE}/StructureDefinition/")}
@@ -710,7 +720,9 @@ def test_second_study_maps_without_code_changes(second_study: Path):
         {"name": "A. Person", "telecom": [{"system": "email", "value": "a@example.org", "use": "work"}]}
     ]
     assert built.plan_definition["version"] == "3"
-    assert built.plan_definition["action"] == [{"id": "intervention-1", "title": "Drug A"}]
+    assert built.plan_definition["action"] == [
+        {"id": "intervention-1", "title": "Drug A", "requiredBehavior": "must"}
+    ]
     characteristics = built.group["characteristic"]
     assert [c["exclude"] for c in characteristics] == [False, True]
     assert characteristics[0]["valueRange"]["low"]["value"] == 18
