@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mappings.criteria import (
@@ -32,8 +33,10 @@ from mappings.criteria import (
     ConditionClause,
     CriteriaDefinition,
     Criterion,
+    ImmunizationClause,
     ManualClause,
     ObservationClause,
+    ProcedureClause,
     WithinYears,
 )
 
@@ -175,6 +178,41 @@ def _observation(clause: ObservationClause, criteria: CriteriaDefinition) -> str
     )
 
 
+def _dated_presence(found: str, alias: str, day: str, within_days: int | None, when_absent: str) -> str:
+    """Met when a record is dated in the window (or any time, without one); unknown when only an undated
+    record could be in the window; else ``when_absent``. Future-dated records never count."""
+    if within_days is None:
+        state = "'present'"
+    else:
+        state = (
+            f"case when {day} is null then 'uncertain' "
+            f"when \"DaysOld\"({day}) <= {within_days} then 'present' else 'outside' end"
+        )
+    states = f"(({found}) {alias} where Coalesce({day} > AsOf, false) is false return {state})"
+    return (
+        f"(if exists ({states} S where S = 'present') then true "
+        f"else if exists ({states} S where S = 'uncertain') then {NULL} else {_tri(when_absent)})"
+    )
+
+
+def _procedure(clause: ProcedureClause, criteria: CriteriaDefinition) -> str:
+    tests = []
+    if clause.concepts:
+        tests.append(_coded("P.code", [criteria.concept(n) for n in clause.concepts]))
+    if clause.category:
+        tests.append(_coded("P.category", [criteria.concept(clause.category)]))
+    found = f'[Procedure] P where "ProcedureCounts"(P) and ({" or ".join(tests)})'
+    return _dated_presence(found, "P", '"ProcedureDay"(P)', clause.within_days, clause.when_absent)
+
+
+def _immunization(clause: ImmunizationClause, criteria: CriteriaDefinition) -> str:
+    found = (
+        "[Immunization] I where Coalesce(I.status.value in {'not-done', 'entered-in-error'}, false) is false"
+    )
+    day = '"DayOf"((I.occurrence as FHIR.dateTime).value)'
+    return _dated_presence(found, "I", day, clause.within_days, clause.when_absent)
+
+
 def _manual(clause: ManualClause, criteria: CriteriaDefinition) -> str:
     return NULL  # a person decides: unknown, as in our engine
 
@@ -184,6 +222,8 @@ _LEAF: dict[str, Callable[[Any, CriteriaDefinition], str]] = {
     "alive": _alive,
     "condition": _condition,
     "observation": _observation,
+    "procedure": _procedure,
+    "immunization": _immunization,
     "manual": _manual,
 }
 
@@ -214,122 +254,7 @@ def criterion_cql(criterion: Criterion, criteria: CriteriaDefinition) -> str:
 
 
 # The helpers every generated define uses: our engine's reading of statuses, days and values.
-_HELPERS = """\
-define function "StatusCode"(concept FHIR.CodeableConcept):
-  First(concept.coding X where X.code.value is not null return X.code.value)
-
-// Day precision as our engine counts windows: a date below day precision is no day at all.
-define function "DayOf"(value DateTime):
-  if value is null or Precision(value) < 8 then null else date from value
-
-define function "DayOfDate"(value Date):
-  if value is null or Precision(value) < 8 then null else value
-
-// Age from the earliest and latest possible birth day (a partial birth date is a range): unknown when
-// the two ages fall on both sides of a limit, or the birth date is missing or after the as-of date.
-define function "AgeWithin"(fromAge Integer, toAge Integer):
-  "AgesWithin"(
-    years between LowBoundary(Patient.birthDate.value, 8) and AsOf,
-    years between HighBoundary(Patient.birthDate.value, 8) and AsOf,
-    fromAge, toAge, HighBoundary(Patient.birthDate.value, 8)
-  )
-
-define function "AgesWithin"(oldest Integer, youngest Integer, fromAge Integer, toAge Integer, lastBirthDay Date):
-  case
-    when lastBirthDay is null or lastBirthDay > AsOf then null as Boolean
-    when oldest in Interval[fromAge, toAge] and youngest in Interval[fromAge, toAge] then true
-    when not (oldest in Interval[fromAge, toAge]) and not (youngest in Interval[fromAge, toAge]) then false
-    else null as Boolean
-  end
-
-define function "OnsetDay"(C FHIR.Condition):
-  Coalesce("DayOf"((C.onset as FHIR.dateTime).value), "DayOf"(C.recordedDate.value))
-
-define function "AbatementDay"(C FHIR.Condition):
-  "DayOf"((C.abatement as FHIR.dateTime).value)
-
-define function "Suspected"(C FHIR.Condition):
-  Coalesce("StatusCode"(C.verificationStatus) in {'provisional', 'differential', 'unconfirmed'}, false)
-
-// Refuted, entered-in-error and future-dated Conditions do not count.
-define "Usable Conditions":
-  [Condition] C
-    where Coalesce("StatusCode"(C.verificationStatus) in {'refuted', 'entered-in-error'}, false) is false
-      and Coalesce("OnsetDay"(C) <= AsOf, true)
-
-define function "CurrentState"(C FHIR.Condition):
-  case
-    when "StatusCode"(C.clinicalStatus) in {'active', 'recurrence', 'relapse'} then 'present'
-    when "StatusCode"(C.clinicalStatus) in {'inactive', 'remission', 'resolved'} then 'past'
-    when "StatusCode"(C.clinicalStatus) is null and "AbatementDay"(C) <= AsOf then 'past'
-    else 'uncertain'
-  end
-
-define function "WithinYearsState"(C FHIR.Condition, since Date):
-  case
-    when "StatusCode"(C.clinicalStatus) in {'active', 'recurrence', 'relapse'} then 'present'
-    when "OnsetDay"(C) >= since or "AbatementDay"(C) >= since then 'present'
-    when "AbatementDay"(C) is not null then 'past'
-    else 'uncertain'
-  end
-
-define function "ObsDay"(O FHIR.Observation):
-  Coalesce(
-    "DayOf"((O.effective as FHIR.dateTime).value),
-    "DayOf"((O.effective as FHIR.instant).value),
-    "DayOf"((O.effective as FHIR.Period)."end".value),
-    "DayOf"((O.effective as FHIR.Period).start.value),
-    "DayOf"(O.issued.value)
-  )
-
-define function "Counts"(O FHIR.Observation):
-  Coalesce(O.status.value in {'entered-in-error', 'cancelled'}, false) is false
-
-define function "Ordinal"(O FHIR.Observation):
-  First(
-    ((O.value as FHIR.CodeableConcept).coding) X
-      return First((X.extension) E
-        where E.url in {'http://hl7.org/fhir/StructureDefinition/ordinalValue',
-                        'http://hl7.org/fhir/StructureDefinition/itemWeight'}
-        return (E.value as FHIR.decimal).value)
-  )
-
-// The value in the threshold's unit, or null (unknown) when it has none we can read.
-define function "ValueIn"(O FHIR.Observation, unit String, unitless Boolean):
-  case
-    when O.value is FHIR.Quantity then
-      if Coalesce((O.value as FHIR.Quantity).code.value, (O.value as FHIR.Quantity).unit.value) = unit
-        or (unitless and (O.value as FHIR.Quantity).code is null and (O.value as FHIR.Quantity).unit is null)
-      then (O.value as FHIR.Quantity).value.value
-      // UCUM conversion (10*3/uL to 10*9/L); null when the units do not convert
-      else ConvertQuantity(System.Quantity {
-        value: (O.value as FHIR.Quantity).value.value,
-        unit: Coalesce((O.value as FHIR.Quantity).code.value, (O.value as FHIR.Quantity).unit.value)
-      }, unit).value
-    when O.value is FHIR.integer then if unitless then ToDecimal((O.value as FHIR.integer).value) else null
-    when unitless then "Ordinal"(O)
-    else null
-  end
-
-// Dated results on or before the as-of date, oldest first (Last is the newest).
-define function "Newest"(found List<FHIR.Observation>, unit String, unitless Boolean):
-  Last(
-    found O
-      where "Counts"(O) and "ObsDay"(O) <= AsOf
-      return Tuple {
-        taken: "ObsDay"(O),
-        c: (O.value as FHIR.Quantity).comparator.value,
-        v: "ValueIn"(O, unit, unitless)
-      }
-      sort by taken
-  )
-
-define function "DaysOld"(taken Date):
-  difference in days between taken and AsOf
-
-define function "Undated"(found List<FHIR.Observation>):
-  exists (found O where "Counts"(O) and "ObsDay"(O) is null)
-"""
+_HELPERS = Path(__file__).with_name("cql_helpers.cql").read_text(encoding="utf-8")
 
 
 def cql_library(criteria: CriteriaDefinition) -> CqlExport:

@@ -30,6 +30,8 @@ STUDY_STATUS_SYSTEM = "http://hl7.org/fhir/research-study-status"
 PARTY_ROLE_SYSTEM = "http://hl7.org/fhir/research-study-party-role"
 SUBJECT_STATE_SYSTEM = "http://terminology.hl7.org/CodeSystem/research-subject-state"
 FHIR_VERSION = "5.0.0"
+R4_PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/research-study-prim-purp-type"
+R5_PURPOSE_SYSTEM = "http://hl7.org/fhir/research-study-prim-purp-type"
 
 
 def validate_r5(resource: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +55,18 @@ def _party(role: str, name: str | None = None, party: dict[str, Any] | None = No
     if party:
         entry["party"] = party
     return entry
+
+
+def _r5_purpose(concept: dict[str, Any] | None) -> dict[str, Any] | None:
+    """R5 moved the primary purpose codes to http://hl7.org/fhir/research-study-prim-purp-type (same
+    codes; HAPI's R5 validator checks the binding)."""
+    if not concept:
+        return concept
+    codings = [
+        {**c, "system": R5_PURPOSE_SYSTEM} if c.get("system") == R4_PURPOSE_SYSTEM else c
+        for c in concept.get("coding", [])
+    ]
+    return {**concept, "coding": codings} if codings else concept
 
 
 def _artifact(artifact: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +110,7 @@ def research_study_r5(study: dict[str, Any], eligibility: dict[str, Any]) -> dic
         "protocol": study.get("protocol"),
         "relatedArtifact": [_artifact(a) for a in study.get("relatedArtifact", [])] or None,
         "status": PLAN_STATUS.get(study["status"], "active"),
-        "primaryPurposeType": study.get("primaryPurposeType"),
+        "primaryPurposeType": _r5_purpose(study.get("primaryPurposeType")),
         "phase": study.get("phase"),
         "focus": [{"concept": f} for f in study.get("focus", [])] or None,
         "condition": study.get("condition"),

@@ -61,6 +61,7 @@ PLAN_DEFINITION_URL = f"{BASE}/PlanDefinition/{{nct}}-protocol"
 # HL7 Vulcan Schedule of Activities IG (hl7.fhir.uv.vulcan-schedule, FHIR 4.0.1): its StudyProtocolSoa profile
 # (github.com/HL7/Vulcan-schedule-ig, input/fsh/research.fsh) only marks elements must-support; the
 # package is not reachable from here, so tests/unit/test_published_shapes.py checks those elements one by one.
+# The PlanDefinition conforms but does not list it in meta.profile (see _plan_definition).
 PROFILE_VULCAN_SOA_PROTOCOL = "http://hl7.org/fhir/uv/vulcan-schedule/StructureDefinition/StudyProtocolSoa"
 
 NCT_SYSTEM = "https://clinicaltrials.gov"
@@ -508,7 +509,9 @@ def _plan_definition(study: Study, criteria: CriteriaDefinition, research_status
         {
             "resourceType": "PlanDefinition",
             "id": f"{nct}-protocol",
-            "meta": {"profile": [PROFILE_PROTOCOL, PROFILE_VULCAN_SOA_PROTOCOL]},
+            # Conforms to Vulcan's StudyProtocolSoa (PROFILE_VULCAN_SOA_PROTOCOL) without claiming it: a
+            # validator without that IG package (HAPI here) rejects an unknown meta.profile as an error.
+            "meta": {"profile": [PROFILE_PROTOCOL]},
             "text": _narrative(
                 f"Protocol of {nct}: {study.title}",
                 *(f"{a.label}: {a.description}" for a in arms if a.description),

@@ -18,7 +18,7 @@ from adapter.screening.run import screen_files
 from mappings.cql import cql_library
 from mappings.criteria import load_criteria
 from mappings.study import study_dir
-from tests.support.cql_runner import run_cql
+from tests.support.java_tools import run_cql
 
 TRI = {True: "met", False: "not-met", None: "unknown"}
 
@@ -116,4 +116,53 @@ def test_birth_dates_at_the_edges_agree(criteria, tmp_path: Path):
         "p19": "not-met",
         "p18": "met",
         "p1": "not-met",
+    }
+
+
+def test_immunization_clauses_agree(criteria, tmp_path: Path):
+    # exclusion-17's vaccination part alone (its surgery part has text signals the CQL leaves out).
+    exclusion_17 = criteria.criterion("exclusion-17")
+    vaccination = exclusion_17.rule.clauses[0]
+    changed = criteria.model_copy(
+        update={
+            "criteria": tuple(
+                c.model_copy(update={"rule": vaccination}) if c.id == "exclusion-17" else c
+                for c in criteria.criteria
+            )
+        }
+    )
+    export = cql_library(changed)
+    assert "exclusion-17" in export.expressed
+
+    def shot(pid: str, when: str | None, status: str = "completed") -> dict:
+        resource = {"resourceType": "Immunization", "id": f"i-{pid}", "status": status}
+        resource |= {"patient": {"reference": f"Patient/{pid}"}, "vaccineCode": {"text": "vaccine"}}
+        return resource | ({"occurrenceDateTime": when} if when else {"occurrenceString": "last spring"})
+
+    patients = {"recent": "2026-11-01", "old": "2026-09-01", "undated": None, "future": "2026-12-01"}
+    entries = []
+    for n, (pid, when) in enumerate(patients.items()):
+        entries.append({"fullUrl": f"urn:uuid:p{n}", "resource": {"resourceType": "Patient", "id": pid}})
+        entries.append({"fullUrl": f"urn:uuid:i{n}", "resource": shot(pid, when)})
+    entries.append({"fullUrl": "urn:uuid:x", "resource": {"resourceType": "Patient", "id": "none"}})
+    entries.append({"fullUrl": "urn:uuid:y", "resource": {"resourceType": "Patient", "id": "refused"}})
+    entries.append({"fullUrl": "urn:uuid:z", "resource": shot("refused", "2026-11-01", "not-done")})
+    bundle = tmp_path / "b.json"
+    bundle.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    library = tmp_path / "L.cql"
+    library.write_text(export.text, encoding="utf-8")
+    as_of = date(2026, 11, 23)
+    answers = {p: TRI[a["exclusion-17"]] for p, a in run_cql(library, bundle, as_of).items()}
+    ours = {
+        p.patient.removeprefix("Patient/"): next(c.result for c in p.criteria if c.id == "exclusion-17")
+        for p in screen_files(bundle, changed, as_of).patients
+    }
+    assert answers == ours
+    assert ours == {
+        "recent": "met",
+        "old": "not-met",
+        "undated": "unknown",
+        "future": "not-met",
+        "none": "not-met",
+        "refused": "not-met",
     }

@@ -491,11 +491,7 @@ def test_bundle_validates_with_r4b(bundle):
 def test_profiles_and_extensions_exist(built):
     definitions = {json.loads(p.read_text())["url"] for p in PROFILES.glob("StructureDefinition-*.json")}
     assert built.research_study["meta"]["profile"] == [f"{BASE}/StructureDefinition/trial-research-study"]
-    assert built.plan_definition["meta"]["profile"] == [
-        f"{BASE}/StructureDefinition/trial-protocol",
-        # HL7 Vulcan SoA StudyProtocolSoa (tests/unit/test_published_shapes.py checks its constraints)
-        "http://hl7.org/fhir/uv/vulcan-schedule/StructureDefinition/StudyProtocolSoa",
-    ]
+    assert built.plan_definition["meta"]["profile"] == [f"{BASE}/StructureDefinition/trial-protocol"]
     assert built.group["meta"]["profile"] == [f"{BASE}/StructureDefinition/eligibility-group"]
     used = {v for r in built.all() for path, v in _walk(r) if path.endswith((".url", ".profile[0]"))}
     ours = {u for u in used if u.startswith(f"{BASE}/StructureDefinition/")}
