@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 AS_OF  ?= 2026-11-23
 HAPI_JAR := docker/hapi/target/hapi-server.jar
 
-.PHONY: install demo test unit lint hapi hapi-run profiles lock clean bench bench-ingest bench-files-dense browser screenshot
+.PHONY: install demo test unit lint hapi hapi-run cql-runner r5-validator profiles lock clean bench bench-ingest bench-files-dense browser screenshot
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,22 @@ $(HAPI_JAR): docker/hapi/pom.xml $(shell find docker/hapi/src -type f 2>/dev/nul
 
 hapi: $(HAPI_JAR)
 
+# The reference CQL engine and translator (info.cqframework, Maven Central) that runs the exported CQL
+# library in tests/integration/test_cql_export.py; Maven's cache makes rebuilds offline.
+CQL_RUNNER := tools/cql-runner/target/classpath.txt
+$(CQL_RUNNER): tools/cql-runner/pom.xml $(shell find tools/cql-runner/src -type f 2>/dev/null)
+	mvn -B -q -f tools/cql-runner/pom.xml compile
+
+cql-runner: $(CQL_RUNNER)
+
+# HAPI's instance validator with the official R5 definitions, offline, for `map --fhir-version 5.0`
+# (tests/integration/test_r5_validation.py).
+R5_VALIDATOR := tools/r5-validator/target/classpath.txt
+$(R5_VALIDATOR): tools/r5-validator/pom.xml $(shell find tools/r5-validator/src -type f 2>/dev/null)
+	mvn -B -q -f tools/r5-validator/pom.xml compile
+
+r5-validator: $(R5_VALIDATOR)
+
 hapi-run: install hapi
 	$(BIN)/python -m tests.support.hapi
 
@@ -46,7 +62,7 @@ screenshot: install browser
 	$(BIN)/python -m tests.support.browser out/sample-screening.html docs/report.png
 
 # The whole suite. tests/conftest.py starts HAPI on a free port and always stops it.
-test: install hapi browser
+test: install hapi cql-runner r5-validator browser
 	$(BIN)/ruff check adapter mappings tests
 	$(BIN)/ruff format --check adapter mappings tests
 	$(BIN)/mypy

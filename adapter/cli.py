@@ -153,6 +153,8 @@ def cmd_map(args: argparse.Namespace) -> int:
     criteria = load_criteria(folder / "criteria.yaml")
     built = build_study_resources(load_study(folder / "study.json"), criteria)
     out: Path = args.out
+    if args.fhir_version == "5.0":
+        return _map_r5(built, out)
     for resource in built.all():
         name = f"{resource['resourceType']}-{resource['id']}.json"
         write_output(json.dumps(resource, indent=2, ensure_ascii=False) + "\n", out / name)
@@ -167,10 +169,30 @@ def cmd_map(args: argparse.Namespace) -> int:
             json.dumps(valueset, indent=2, ensure_ascii=False) + "\n",
             out / "valuesets" / f"ValueSet-{valueset['id']}.json",
         )
+    # The eligibility logic for other engines: EvidenceVariable + CQL Library (mappings.evidence).
+    from mappings.evidence import eligibility_export
+
+    export = eligibility_export(criteria, built.research_study["status"])
+    for resource in (export.evidence_variable, export.library):
+        name = f"{resource['resourceType']}-{resource['id']}.json"
+        write_output(json.dumps(resource, indent=2, ensure_ascii=False) + "\n", out / name)
+    write_output(export.cql.text, out / f"{export.cql.name}.cql")
     print(
-        f"wrote {len(built.all())} resources, transaction.json and {len(built.valuesets)} ValueSets to {out}",
+        f"wrote {len(built.all())} resources, transaction.json, {len(built.valuesets)} ValueSets and the "
+        f"eligibility export ({len(export.cql.expressed)} criteria in CQL) to {out}",
         file=sys.stderr,
     )
+    return 0
+
+
+def _map_r5(built: Any, out: Path) -> int:
+    from mappings.r5 import study_resources_r5
+
+    resources = study_resources_r5(built)
+    for resource in resources:
+        name = f"{resource['resourceType']}-{resource['id']}.json"
+        write_output(json.dumps(resource, indent=2, ensure_ascii=False) + "\n", out / name)
+    print(f"wrote {len(resources)} FHIR R5 resources to {out}", file=sys.stderr)
     return 0
 
 
@@ -439,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_map = commands.add_parser("map", help="write the study's FHIR resources and a transaction Bundle")
     p_map.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    p_map.add_argument(
+        "--fhir-version",
+        choices=["4.0", "5.0"],
+        default="4.0",
+        help="4.0: R4 resources, transaction, EvidenceVariable + CQL (default); 5.0: R5 ResearchStudy + Group",
+    )
     p_map.set_defaults(func=cmd_map)
 
     p_pub = commands.add_parser(

@@ -41,9 +41,15 @@ EXT_ACTION_DOSE = f"{BASE}/StructureDefinition/action-dose"
 SID_STUDY_RESOURCE = f"{BASE}/sid/study-resource"
 SID_ORG_STUDY_ID = f"{BASE}/sid/org-study-id"
 PLAN_DEFINITION_URL = f"{BASE}/PlanDefinition/{{nct}}-protocol"
+# HL7 Vulcan Schedule of Activities IG (hl7.fhir.uv.vulcan-schedule, FHIR 4.0.1): its StudyProtocolSoa profile
+# (github.com/HL7/Vulcan-schedule-ig, input/fsh/research.fsh) only marks elements must-support; the
+# package is not reachable from here, so tests/unit/test_published_shapes.py checks those elements one by one.
+# The PlanDefinition conforms but does not list it in meta.profile (see _plan_definition).
+PROFILE_VULCAN_SOA_PROTOCOL = "http://hl7.org/fhir/uv/vulcan-schedule/StructureDefinition/StudyProtocolSoa"
 
 NCT_SYSTEM = "https://clinicaltrials.gov"
 PHASE_SYSTEM = "http://terminology.hl7.org/CodeSystem/research-study-phase"
+NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
 PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/research-study-prim-purp-type"
 PLAN_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
 # R4 defines no arm-type code system (ResearchStudy.arm.type has an example binding only); R5 core
@@ -89,6 +95,13 @@ PHASES = {
     ("PHASE2", "PHASE3"): ("phase-2-phase-3", "Phase 2/Phase 3"),
     ("PHASE3",): ("phase-3", "Phase 3"),
     ("PHASE4",): ("phase-4", "Phase 4"),
+}
+
+# NCIt codes beside the R4 phase codes, for consumers that code phase with NCIt (ICH M11, CDISC).
+# C54721 "Early Phase 1 Trial": NCI Thesaurus, as listed in ICH M11 trial phase value set C217045
+# (hl7.org/fhir/uv/clinical-study-protocol ValueSet m11-phase-vs, drawn from NCIt). Only verified codes here.
+NCIT_PHASES = {
+    "early-phase-1": ("C54721", "Early Phase 1 Trial"),
 }
 
 PRIMARY_PURPOSES = {
@@ -182,7 +195,10 @@ def _phase(study: Study) -> dict[str, Any]:
     if key not in PHASES:
         raise StudyDefinitionError(f"{study.nct_id}: phases {list(phases)} have no FHIR R4 phase mapping")
     code, display = PHASES[key]
-    return _concept((PHASE_SYSTEM, code, display), display)
+    codings = [_coding(PHASE_SYSTEM, code, display)]
+    if code in NCIT_PHASES:
+        codings.append(_coding(NCIT, *NCIT_PHASES[code]))
+    return {"coding": codings, "text": display}
 
 
 def _primary_purpose(study: Study) -> dict[str, Any] | None:
@@ -338,6 +354,7 @@ def _actions(study: Study) -> list[dict[str, Any]]:
                 # Each subject is assigned one dose level (sequential assignment), hence exactly-one.
                 "groupingBehavior": "logical-group",
                 "selectionBehavior": "exactly-one",
+                "requiredBehavior": "must",
                 "action": [
                     {
                         "id": f"dose-level-{n}",
@@ -359,6 +376,7 @@ def _actions(study: Study) -> list[dict[str, Any]]:
                     "id": f"intervention-{n}",
                     "title": intervention.name,
                     "description": intervention.description,
+                    "requiredBehavior": "must",
                     "timingTiming": timing,
                 }
             )
@@ -377,6 +395,30 @@ def _actions(study: Study) -> list[dict[str, Any]]:
                 "timingDuration": {"value": value, "unit": words, "system": UCUM, "code": follow_up.unit},
             }
         )
+        # The last visit as its own action with a timing offset from the doses (Vulcan SoA: visits are
+        # actions placed by relatedAction.offsetDuration).
+        actions.append(
+            {
+                "id": "end-of-follow-up",
+                "title": "End of follow-up visit",
+                "description": f"Last study visit, {value} {words} after {follow_up.after}.",
+                "requiredBehavior": "must",
+                "relatedAction": [
+                    {
+                        "actionId": a["id"],
+                        "relationship": "after-end",
+                        "offsetDuration": {
+                            "value": value,
+                            "unit": words,
+                            "system": UCUM,
+                            "code": follow_up.unit,
+                        },
+                    }
+                    for a in actions
+                    if a["id"] != "follow-up"
+                ],
+            }
+        )
     if not actions:
         raise StudyDefinitionError(
             f"{study.nct_id}: no dose levels or interventions to build the protocol from"
@@ -391,6 +433,8 @@ def _plan_definition(study: Study, criteria: CriteriaDefinition, research_status
         {
             "resourceType": "PlanDefinition",
             "id": f"{nct}-protocol",
+            # Conforms to Vulcan's StudyProtocolSoa (PROFILE_VULCAN_SOA_PROTOCOL) without claiming it: a
+            # validator without that IG package (HAPI here) rejects an unknown meta.profile as an error.
             "meta": {"profile": [PROFILE_PROTOCOL]},
             "text": _narrative(
                 f"Protocol of {nct}: {study.title}",
@@ -404,6 +448,10 @@ def _plan_definition(study: Study, criteria: CriteriaDefinition, research_status
             "title": f"Protocol of {nct}: {study.title}",
             "type": _concept((PLAN_TYPE_SYSTEM, "clinical-protocol", "Clinical Protocol")),
             "status": PLAN_STATUS.get(research_status, "active"),
+            # Vulcan SoA must-support subject[x]: the protocol applies to patients (core resource-types).
+            "subjectCodeableConcept": {
+                "coding": [{"system": "http://hl7.org/fhir/resource-types", "code": "Patient"}]
+            },
             "description": "\n\n".join(f"{a.label}: {a.description}" for a in arms if a.description) or None,
             "relatedArtifact": [
                 {

@@ -201,7 +201,13 @@ def test_phase_early_phase_1(study_resource):
             "system": "http://terminology.hl7.org/CodeSystem/research-study-phase",
             "code": "early-phase-1",
             "display": "Early Phase 1",
-        }
+        },
+        # NCIt beside the R4 code (NCIt C54721 "Early Phase 1 Trial", ICH M11 phase value set C217045).
+        {
+            "system": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl",
+            "code": "C54721",
+            "display": "Early Phase 1 Trial",
+        },
     ]
 
 
@@ -709,7 +715,9 @@ def test_second_study_maps_without_code_changes(second_study: Path):
         {"name": "A. Person", "telecom": [{"system": "email", "value": "a@example.org", "use": "work"}]}
     ]
     assert built.plan_definition["version"] == "3"
-    assert built.plan_definition["action"] == [{"id": "intervention-1", "title": "Drug A"}]
+    assert built.plan_definition["action"] == [
+        {"id": "intervention-1", "title": "Drug A", "requiredBehavior": "must"}
+    ]
     characteristics = built.group["characteristic"]
     assert [c["exclude"] for c in characteristics] == [False, True]
     assert characteristics[0]["valueRange"]["low"]["value"] == 18
