@@ -23,22 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mappings.criteria import (
-    AgeClause,
-    AliveClause,
-    AllOf,
-    AnyOf,
-    Clause,
-    ConceptSet,
-    ConditionClause,
-    CriteriaDefinition,
-    Criterion,
-    ImmunizationClause,
-    ManualClause,
-    ObservationClause,
-    ProcedureClause,
-    WithinYears,
-)
+from mappings.concepts import ConceptSet
+from mappings.criteria import Clause, CriteriaDefinition, Criterion
+from mappings.kinds.age import AgeClause
+from mappings.kinds.alive import AliveClause
+from mappings.kinds.combine import AllOf, AnyOf
+from mappings.kinds.condition import ConditionClause, WithinYears
+from mappings.kinds.immunization import ImmunizationClause
+from mappings.kinds.manual import ManualClause
+from mappings.kinds.observation import ObservationClause
+from mappings.kinds.procedure import ProcedureClause
 
 FHIR_VERSION = "4.0.1"
 NULL = "(null as Boolean)"
