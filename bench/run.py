@@ -417,13 +417,15 @@ def main(argv: list[str] | None = None) -> int:
         "db": args.db,
         "sizes": [],
     }
+    RESULTS.mkdir(exist_ok=True)
+    stamp = result["timestamp"].replace(":", "")
     for size in sizes:
         result["sizes"].append(run_size(size, args, attach))
+        # what is measured survives a run stopped later (a 100k load can outlast its time slot)
+        (RESULTS / f"{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
     result["files"] = files_measure(args, [args.files_size] if args.files_size else sorted(sizes))
     result["targets"] = targets(result)
-    RESULTS.mkdir(exist_ok=True)
     text = json.dumps(result, indent=2)
-    stamp = result["timestamp"].replace(":", "")
     (RESULTS / f"{stamp}.json").write_text(text + "\n")
     (RESULTS / "latest.json").write_text(text + "\n")
     (RESULTS / "latest.md").write_text(markdown(result))
