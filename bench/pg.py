@@ -129,7 +129,7 @@ class PostgresCluster:
         # rows per resource in batches of 500 under BULK_LOAD_APP_ARGS)
         return f"jdbc:postgresql://127.0.0.1:{self.port}/{DB_NAME}?reWriteBatchedInserts=true"
 
-    def _run(self, *cmd: str, timeout: float = 120) -> None:
+    def _run(self, *cmd: str, timeout: float = 120) -> str:
         proc = subprocess.run(
             [*self._as_user, *cmd], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
         )
@@ -137,6 +137,7 @@ class PostgresCluster:
             raise RuntimeError(
                 f"{Path(cmd[0]).name} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
             )
+        return proc.stdout
 
     def start(self) -> PostgresCluster:
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
@@ -178,20 +179,7 @@ class PostgresCluster:
             "start",
         )
         self.running = True
-        self._run(
-            str(self.bin / "psql"),
-            "-h",
-            str(self.socket_dir),
-            "-p",
-            str(self.port),
-            "-U",
-            DB_USER,
-            "-d",
-            "postgres",
-            "-q",
-            "-c",
-            f"CREATE DATABASE {DB_NAME}",
-        )
+        self.sql(f"CREATE DATABASE {DB_NAME}", database="postgres")
         return self
 
     def postmaster_pid(self) -> int | None:
@@ -207,9 +195,33 @@ class PostgresCluster:
             return 0.0
         return round(sum(_pss_kb(p) for p in [pid, *_children(pid)]) / 1024, 1)
 
-    def disk_mb(self) -> float:
-        """du of the data directory (tables, indexes and WAL)."""
-        return round(_du_bytes(self.data) / 1e6, 1)
+    def disk_mb(self) -> dict[str, float]:
+        """du of the data directory (tables, indexes and WAL), of its WAL alone, and the database's own
+        size (pg_database_size: tables + indexes). WAL is kept up to max_wal_size between checkpoints."""
+        out = {
+            "du_mb": round(_du_bytes(self.data) / 1e6, 1),
+            "wal_mb": round(_du_bytes(self.data / "pg_wal") / 1e6, 1),
+        }
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired, ValueError):
+            out["database_mb"] = round(int(self.sql(f"SELECT pg_database_size('{DB_NAME}')")) / 1e6, 1)
+        return out
+
+    def sql(self, query: str, database: str = DB_NAME) -> str:
+        """One query through psql on the cluster's own socket; its output, unaligned."""
+        return self._run(
+            str(self.bin / "psql"),
+            "-h",
+            str(self.socket_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            DB_USER,
+            "-d",
+            database,
+            "-Atq",
+            "-c",
+            query,
+        ).strip()
 
     def stop(self) -> None:
         try:

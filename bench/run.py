@@ -209,7 +209,7 @@ def footprint(hapi_pid: int | None, pg: PostgresCluster | None) -> dict[str, Any
         out["hapi"] = process_memory_mb(hapi_pid)
     if pg is not None:
         out["postgres_pss_mb"] = pg.memory_mb()
-        out["postgres_disk_mb"] = pg.disk_mb()
+        out["postgres_disk"] = pg.disk_mb()
     return out
 
 
@@ -291,8 +291,8 @@ def server_table(result: dict[str, Any]) -> list[str]:
         "shared buffers counted once) and disk (du of PostgreSQL's data directory), after the load:",
         "",
         "| patients | start-up s | load s | load res/s | load avg before / after | HAPI RSS / peak MB "
-        "| PG PSS MB | PG disk MB |",
-        "| ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |",
+        "| PG PSS MB | PG disk MB: du (WAL) / database |",
+        "| ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
     ]
     for size in result["sizes"]:
         load = size.get("load") or {}
@@ -304,9 +304,16 @@ def server_table(result: dict[str, Any]) -> list[str]:
             f"| {fmt(load.get('seconds'), 0)} | {fmt(load.get('resources_per_second'), 0)} "
             f"| {' / '.join(fmt(a[0]) if a else '-' for a in avg)} "
             f"| {fmt(hapi.get('vmrss_mb'), 0)} / {fmt(hapi.get('vmhwm_mb'), 0)} "
-            f"| {fmt(fp.get('postgres_pss_mb'), 0)} | {fmt(fp.get('postgres_disk_mb'), 0)} |"
+            f"| {fmt(fp.get('postgres_pss_mb'), 0)} | {disk_cell(fp)} |"
         )
     return lines
+
+
+def disk_cell(fp: dict[str, Any]) -> str:
+    disk = fp.get("postgres_disk")
+    if not isinstance(disk, dict):  # runs before the WAL / database split: du only
+        return fmt(fp.get("postgres_disk_mb"), 0)
+    return f"{fmt(disk.get('du_mb'), 0)} ({fmt(disk.get('wal_mb'), 0)}) / {fmt(disk.get('database_mb'), 0)}"
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
