@@ -95,6 +95,18 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int, *, with_exited_children: bool = False) -> float:
+    """User + system CPU of a process (all its threads), from /proc/PID/stat; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if with_exited_children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def process_memory_mb(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM (peak) of one process, in MB (e.g. the HAPI JVM)."""
     out: dict[str, float] = {}
@@ -194,6 +206,14 @@ class PostgresCluster:
         if pid is None:
             return 0.0
         return round(sum(_pss_kb(p) for p in [pid, *_children(pid)]) / 1024, 1)
+
+    def cpu_s(self) -> float:
+        """CPU of the postmaster, its live backends and those that exited (server CPU, no client)."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return 0.0
+        own = cpu_seconds(pid, with_exited_children=True)
+        return round(own + sum(cpu_seconds(c) for c in _children(pid)), 2)
 
     def disk_mb(self) -> dict[str, float]:
         """du of the data directory (tables, indexes and WAL), of its WAL alone, and the database's own

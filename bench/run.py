@@ -32,7 +32,7 @@ from typing import Any
 
 from bench import synth
 from bench.load import load_directory
-from bench.pg import PostgresCluster, hapi_pg_args, process_memory_mb
+from bench.pg import PostgresCluster, cpu_seconds, hapi_pg_args, process_memory_mb
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -185,6 +185,7 @@ def run_size(size: int, args: argparse.Namespace, attach: dict[int, Path]) -> di
         out["server"] = {"attached": False, "db": args.db, "startup_s": server.startup_seconds, "heap": heap}
         log(f"{size}: loading {out['resources']} resources into {server.base_url}")
         load_before = os.getloadavg()
+        before = footprint(server.process.pid if server.process else None, pg)
         stats = asyncio.run(
             load_directory(
                 server.base_url,
@@ -195,7 +196,11 @@ def run_size(size: int, args: argparse.Namespace, attach: dict[int, Path]) -> di
             )
         )
         out["load"] = {**stats.as_dict(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
-        out["footprint_after_load"] = footprint(server.process.pid if server.process else None, pg)
+        after = out["footprint_after_load"] = footprint(server.process.pid if server.process else None, pg)
+        # server CPU per resource does not depend on what else the shared machine runs (the rate does)
+        cpu = server_cpu_s(after) - server_cpu_s(before)
+        out["load"]["server_cpu_s"] = round(cpu, 1)
+        out["load"]["resources_per_server_cpu_s"] = round(stats.resources / cpu, 1) if cpu else None
         log(f"{size}: loaded at {stats.per_second:.0f} resources/s; {out['footprint_after_load']}")
         out.update(server_size(size, server.base_url, args.as_of, args.repeats, args.strategies))
         out["footprint_after_measures"] = footprint(server.process.pid if server.process else None, pg)
@@ -206,9 +211,10 @@ def footprint(hapi_pid: int | None, pg: PostgresCluster | None) -> dict[str, Any
     """Server memory (HAPI JVM RSS and peak, PostgreSQL PSS) and disk (du of PG's data directory)."""
     out: dict[str, Any] = {"loadavg": os.getloadavg()}
     if hapi_pid is not None:
-        out["hapi"] = process_memory_mb(hapi_pid)
+        out["hapi"] = {**process_memory_mb(hapi_pid), "cpu_s": cpu_seconds(hapi_pid)}
     if pg is not None:
         out["postgres_pss_mb"] = pg.memory_mb()
+        out["postgres_cpu_s"] = pg.cpu_s()
         out["postgres_disk"] = pg.disk_mb()
     return out
 
@@ -290,9 +296,10 @@ def server_table(result: dict[str, Any]) -> list[str]:
         f"Server ({result.get('db', 'h2')}): HAPI start-up, load, memory (HAPI JVM RSS / peak; PostgreSQL PSS, "
         "shared buffers counted once) and disk (du of PostgreSQL's data directory), after the load:",
         "",
-        "| patients | start-up s | load s | load res/s | load avg before / after | HAPI RSS / peak MB "
+        "| patients | start-up s | load s | load res/s | res per server CPU-s | load avg before / after "
+        "| HAPI RSS / peak MB "
         "| PG PSS MB | PG disk MB: du (WAL) / database |",
-        "| ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
+        "| ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
     ]
     for size in result["sizes"]:
         load = size.get("load") or {}
@@ -302,11 +309,17 @@ def server_table(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {size['patients']:,} | {fmt((size.get('server') or {}).get('startup_s'), 0)} "
             f"| {fmt(load.get('seconds'), 0)} | {fmt(load.get('resources_per_second'), 0)} "
+            f"| {fmt(load.get('resources_per_server_cpu_s'), 0)} "
             f"| {' / '.join(fmt(a[0]) if a else '-' for a in avg)} "
             f"| {fmt(hapi.get('vmrss_mb'), 0)} / {fmt(hapi.get('vmhwm_mb'), 0)} "
             f"| {fmt(fp.get('postgres_pss_mb'), 0)} | {disk_cell(fp)} |"
         )
     return lines
+
+
+def server_cpu_s(fp: dict[str, Any]) -> float:
+    """HAPI's and PostgreSQL's CPU seconds so far, from a footprint()."""
+    return float((fp.get("hapi") or {}).get("cpu_s", 0) + fp.get("postgres_cpu_s", 0))
 
 
 def disk_cell(fp: dict[str, Any]) -> str:
