@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 AS_OF  ?= 2026-11-23
 HAPI_JAR := docker/hapi/target/hapi-server.jar
 
-.PHONY: install demo test unit lint hapi hapi-run cql-runner r5-validator profiles lock clean bench bench-ingest bench-files-dense browser screenshot
+.PHONY: install demo test unit lint hapi hapi-run cql-runner r5-validator profiles lock clean bench bench-pg bench-ingest bench-files-dense browser screenshot postgres
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -63,8 +63,8 @@ screenshot: install browser
 
 # The whole suite. tests/conftest.py starts HAPI on a free port and always stops it.
 test: install hapi cql-runner r5-validator browser
-	$(BIN)/ruff check adapter mappings tests
-	$(BIN)/ruff format --check adapter mappings tests
+	$(BIN)/ruff check adapter mappings tests bench
+	$(BIN)/ruff format --check adapter mappings tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest
@@ -73,8 +73,8 @@ unit: install
 	$(BIN)/pytest tests/unit
 
 lint: install
-	$(BIN)/ruff check adapter mappings tests
-	$(BIN)/ruff format --check adapter mappings tests
+	$(BIN)/ruff check adapter mappings tests bench
+	$(BIN)/ruff format --check adapter mappings tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -83,6 +83,20 @@ lint: install
 BENCH_SIZES ?= 1000,10000
 bench: install hapi
 	$(BIN)/python -m bench.run --sizes $(BENCH_SIZES)
+
+# The same benchmark on a production-shaped server: HAPI on PostgreSQL (a cluster the bench creates in
+# $(BENCH_DATA or /tmp/trial-adapter-bench), starts, stops and deletes; bench/pg.py). ~20 min at 1k+10k.
+BENCH_PG_SIZES ?= 1000,10000
+bench-pg: install hapi postgres
+	$(BIN)/python -m bench.run --db postgres --sizes $(BENCH_PG_SIZES)
+
+# Debian's PostgreSQL server for bench-pg: installed when missing and we are root (apt-get); never
+# needed by `make test` (the test server stays on in-memory H2).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null 2>&1; } || \
+	  { echo "PostgreSQL server not installed: run make postgres as root (apt-get), or set PG_BINDIR"; exit 1; }
 
 bench-ingest: install hapi
 	$(BIN)/python -m bench.ingest

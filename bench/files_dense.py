@@ -181,13 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
-    result = {
-        "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result: dict[str, Any] = {
+        "when": when,
         "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}",
         "sizes": [measure_size(size, args.data_dir, args.synthea, args.skip_full) for size in sizes],
     }
     RESULTS.mkdir(exist_ok=True)
-    stamp = result["when"].replace(":", "").replace("-", "")
+    stamp = when.replace(":", "").replace("-", "")
     (RESULTS / f"files-dense-{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "files-dense-latest.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "files-dense-latest.md").write_text(markdown(result))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ from typing import Any
 
 from bench import synth
 from bench.load import load_directory
+from bench.pg import PostgresCluster, cpu_seconds, hapi_pg_args, process_memory_mb
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -135,7 +137,7 @@ def server_size(size: int, url: str, as_of: date, repeats: int, strategies: list
     if "adapter" in med:
         lbs = {s: med[s]["wall_s"] for s in ("lb-batches", "lb-one-batch", "lb-has") if s in med}
         if lbs:
-            best = min(lbs, key=lbs.get)
+            best = min(lbs, key=lambda s: lbs[s])
             ratios["lower_bound"] = best
             ratios["adapter_over_lower_bound"] = med["adapter"]["wall_s"] / lbs[best]
         if "naive" in med:
@@ -163,18 +165,27 @@ def run_size(size: int, args: argparse.Namespace, attach: dict[int, Path]) -> di
     from tests.support.hapi import BULK_LOAD_APP_ARGS, THROUGHPUT_JVM_FLAGS, build_jar, start_hapi
 
     jar = build_jar(REPO)
-    heap = args.heap or ("4g" if size <= 2000 else "10g")
-    server = None
-    try:
-        log(f"{size}: starting HAPI (-Xmx{heap})")
+    # on PostgreSQL the data lives in the database, not on the JVM heap
+    heap = args.heap or ("4g" if size <= 2000 or args.db == "postgres" else "10g")
+    with contextlib.ExitStack() as stack:
+        db_args: tuple[str, ...] = ()
+        pg: PostgresCluster | None = None
+        if args.db == "postgres":
+            log(f"{size}: starting PostgreSQL")
+            pg = stack.enter_context(PostgresCluster(args.data_dir))
+            db_args = hapi_pg_args(pg)
+        log(f"{size}: starting HAPI (-Xmx{heap}, {args.db})")
         server = start_hapi(
             jar,
             jvm_flags=(*THROUGHPUT_JVM_FLAGS, f"-Xmx{heap}"),
-            app_args=BULK_LOAD_APP_ARGS,  # ~3-4x faster loading; no effect on searches
+            app_args=(*BULK_LOAD_APP_ARGS, *db_args),  # ~3-4x faster loading; no effect on searches
             timeout=600,
         )
-        out["server"] = {"attached": False, "startup_s": server.startup_seconds, "heap": heap}
+        stack.callback(server.stop)
+        out["server"] = {"attached": False, "db": args.db, "startup_s": server.startup_seconds, "heap": heap}
         log(f"{size}: loading {out['resources']} resources into {server.base_url}")
+        load_before = os.getloadavg()
+        before = footprint(server.process.pid if server.process else None, pg)
         stats = asyncio.run(
             load_directory(
                 server.base_url,
@@ -184,12 +195,27 @@ def run_size(size: int, args: argparse.Namespace, attach: dict[int, Path]) -> di
                 progress=True,
             )
         )
-        out["load"] = stats.as_dict()
-        log(f"{size}: loaded at {stats.per_second:.0f} resources/s")
+        out["load"] = {**stats.as_dict(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+        after = out["footprint_after_load"] = footprint(server.process.pid if server.process else None, pg)
+        # server CPU per resource does not depend on what else the shared machine runs (the rate does)
+        cpu = server_cpu_s(after) - server_cpu_s(before)
+        out["load"]["server_cpu_s"] = round(cpu, 1)
+        out["load"]["resources_per_server_cpu_s"] = round(stats.resources / cpu, 1) if cpu else None
+        log(f"{size}: loaded at {stats.per_second:.0f} resources/s; {out['footprint_after_load']}")
         out.update(server_size(size, server.base_url, args.as_of, args.repeats, args.strategies))
-    finally:
-        if server is not None:
-            server.stop()
+        out["footprint_after_measures"] = footprint(server.process.pid if server.process else None, pg)
+    return out
+
+
+def footprint(hapi_pid: int | None, pg: PostgresCluster | None) -> dict[str, Any]:
+    """Server memory (HAPI JVM RSS and peak, PostgreSQL PSS) and disk (du of PG's data directory)."""
+    out: dict[str, Any] = {"loadavg": os.getloadavg()}
+    if hapi_pid is not None:
+        out["hapi"] = {**process_memory_mb(hapi_pid), "cpu_s": cpu_seconds(hapi_pid)}
+    if pg is not None:
+        out["postgres_pss_mb"] = pg.memory_mb()
+        out["postgres_cpu_s"] = pg.cpu_s()
+        out["postgres_disk"] = pg.disk_mb()
     return out
 
 
@@ -237,6 +263,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{med.get('requests', 0):,.0f} | {fmt(med.get('bytes', 0) / 1e6, 2)} | {fmt(med.get('peak_rss_mb'), 0)} | "
                 f"{fmt(med.get('candidates'), 0)} |"
             )
+    lines += server_table(result)
     lines += ["", "| measure | value | target | met |", "| --- | ---: | ---: | --- |"]
     for t in result["targets"]:
         lines.append(
@@ -260,6 +287,46 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{fmt(x['engine_patients_per_s'], 0)} | {fmt(x.get('peak_rss_mb'), 0)} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def server_table(result: dict[str, Any]) -> list[str]:
+    """Load rate, server memory and disk per size (load average: 1-minute value before/after)."""
+    lines = [
+        "",
+        f"Server ({result.get('db', 'h2')}): HAPI start-up, load, memory (HAPI JVM RSS / peak; PostgreSQL PSS, "
+        "shared buffers counted once) and disk (du of PostgreSQL's data directory), after the load:",
+        "",
+        "| patients | start-up s | load s | load res/s | res per server CPU-s | load avg before / after "
+        "| HAPI RSS / peak MB "
+        "| PG PSS MB | PG disk MB: du (WAL) / database |",
+        "| ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
+    ]
+    for size in result["sizes"]:
+        load = size.get("load") or {}
+        fp = size.get("footprint_after_load") or {}
+        hapi = fp.get("hapi") or {}
+        avg = [load.get("loadavg_before"), load.get("loadavg_after")]
+        lines.append(
+            f"| {size['patients']:,} | {fmt((size.get('server') or {}).get('startup_s'), 0)} "
+            f"| {fmt(load.get('seconds'), 0)} | {fmt(load.get('resources_per_second'), 0)} "
+            f"| {fmt(load.get('resources_per_server_cpu_s'), 0)} "
+            f"| {' / '.join(fmt(a[0]) if a else '-' for a in avg)} "
+            f"| {fmt(hapi.get('vmrss_mb'), 0)} / {fmt(hapi.get('vmhwm_mb'), 0)} "
+            f"| {fmt(fp.get('postgres_pss_mb'), 0)} | {disk_cell(fp)} |"
+        )
+    return lines
+
+
+def server_cpu_s(fp: dict[str, Any]) -> float:
+    """HAPI's and PostgreSQL's CPU seconds so far, from a footprint()."""
+    return float((fp.get("hapi") or {}).get("cpu_s", 0) + fp.get("postgres_cpu_s", 0))
+
+
+def disk_cell(fp: dict[str, Any]) -> str:
+    disk = fp.get("postgres_disk")
+    if not isinstance(disk, dict):  # runs before the WAL / database split: du only
+        return fmt(fp.get("postgres_disk_mb"), 0)
+    return f"{fmt(disk.get('du_mb'), 0)} ({fmt(disk.get('wal_mb'), 0)}) / {fmt(disk.get('database_mb'), 0)}"
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -329,7 +396,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir", type=Path, default=Path(os.environ.get("BENCH_DATA", "/tmp/trial-adapter-bench"))
     )
-    parser.add_argument("--heap", default=None, help="HAPI -Xmx (default 4g up to 2k patients, else 10g)")
+    parser.add_argument(
+        "--db",
+        choices=["h2", "postgres"],
+        default="h2",
+        help="HAPI's database: in-memory H2 (the test server) or a PostgreSQL cluster this run creates",
+    )
+    parser.add_argument(
+        "--heap", default=None, help="HAPI -Xmx (default 4g up to 2k patients or on PostgreSQL, else 10g)"
+    )
     parser.add_argument("--bundle-size", type=int, default=1000)
     parser.add_argument("--load-concurrency", type=int, default=2, choices=[1, 2, 3])
     parser.add_argument("--strategies", default=",".join(SERVER_STRATEGIES))
@@ -359,15 +434,18 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "as_of": args.as_of.isoformat(),
         "repeats": args.repeats,
+        "db": args.db,
         "sizes": [],
     }
+    RESULTS.mkdir(exist_ok=True)
+    stamp = result["timestamp"].replace(":", "")
     for size in sizes:
         result["sizes"].append(run_size(size, args, attach))
+        # what is measured survives a run stopped later (a 100k load can outlast its time slot)
+        (RESULTS / f"{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
     result["files"] = files_measure(args, [args.files_size] if args.files_size else sorted(sizes))
     result["targets"] = targets(result)
-    RESULTS.mkdir(exist_ok=True)
     text = json.dumps(result, indent=2)
-    stamp = result["timestamp"].replace(":", "")
     (RESULTS / f"{stamp}.json").write_text(text + "\n")
     (RESULTS / "latest.json").write_text(text + "\n")
     (RESULTS / "latest.md").write_text(markdown(result))

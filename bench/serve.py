@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from bench import synth
 from bench.load import load_directory
+from bench.pg import PostgresCluster, hapi_pg_args
 from bench.run import REPO, dataset
 
 
@@ -30,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--as-of", type=date.fromisoformat, default=synth.AS_OF)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/trial-adapter-bench"))
-    parser.add_argument("--heap", default="10g")
+    parser.add_argument("--db", choices=["h2", "postgres"], default="h2", help="see bench.run --db")
+    parser.add_argument("--heap", default=None, help="HAPI -Xmx (default 10g on H2, 4g on PostgreSQL)")
     parser.add_argument("--max-minutes", type=float, default=90)
     args = parser.parse_args(argv)
     from tests.support.hapi import BULK_LOAD_APP_ARGS, THROUGHPUT_JVM_FLAGS, build_jar, start_hapi
@@ -43,12 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     data = dataset(args.patients, args.seed, args.as_of, args.data_dir)
     stop = args.info.with_suffix(".stop")
     stop.unlink(missing_ok=True)
-    server = start_hapi(
-        build_jar(REPO),
-        jvm_flags=(*THROUGHPUT_JVM_FLAGS, f"-Xmx{args.heap}"),
-        app_args=BULK_LOAD_APP_ARGS,  # no subscriptions, no DELETE: fine for a server that is only searched
-        timeout=600,
-    )
+    heap = args.heap or ("4g" if args.db == "postgres" else "10g")
+    stack = contextlib.ExitStack()
+    try:
+        db_args = (
+            hapi_pg_args(stack.enter_context(PostgresCluster(args.data_dir))) if args.db == "postgres" else ()
+        )
+        server = start_hapi(
+            build_jar(REPO),
+            jvm_flags=(*THROUGHPUT_JVM_FLAGS, f"-Xmx{heap}"),
+            app_args=(*BULK_LOAD_APP_ARGS, *db_args),  # no subscriptions, no DELETE: only searched
+            timeout=600,
+        )
+        stack.callback(server.stop)
+    except BaseException:
+        stack.close()
+        raise
     try:
         print(f"HAPI {server.base_url} up in {server.startup_seconds:.0f}s; loading {data}", flush=True)
         stats = asyncio.run(
@@ -68,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        stack.close()  # HAPI first, then PostgreSQL (its directory deleted)
         print("HAPI stopped", flush=True)
     return 0
 
