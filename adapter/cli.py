@@ -342,12 +342,17 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
         report = asyncio.run(run())
     else:
-        source = sample_bundle_path() if args.sample else args.source
+        source = sample_bundle_path() if args.sample else Path(args.source)
         if args.workers is not None and args.workers < 1:
             raise CliError("--workers must be at least 1", EXIT_USAGE)
-        report = screen_files(
-            source, definition, args.as_of, progress, all_patients=args.all_patients, workers=args.workers
-        )
+        if args.engine == "spark":
+            report = _screen_on_spark(args, definition)
+        else:
+            if args.spark_master:
+                raise CliError("--spark-master needs --engine spark", EXIT_USAGE)
+            report = screen_files(
+                source, definition, args.as_of, progress, all_patients=args.all_patients, workers=args.workers
+            )
     write_output(render(report, args.format), args.output)
     summary = report.summary
     if not args.quiet:
@@ -369,6 +374,17 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _screen_on_spark(args: argparse.Namespace, definition: Any) -> Any:
+    from adapter.sources.spark import screen_files_spark
+
+    if args.sample or args.source.endswith(".json") or args.workers is not None:
+        raise CliError(
+            "--engine spark screens a Bulk Data NDJSON export (--source); no --workers", EXIT_USAGE
+        )
+    master = args.spark_master or "local[*]"
+    return screen_files_spark(args.source, definition, args.as_of, master, all_patients=args.all_patients)
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -445,9 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--fhir-url", metavar="URL", help="a FHIR R4 server: screens its ALL patients")
     source.add_argument(
         "--source",
-        type=Path,
         metavar="PATH",
-        help="a Bundle JSON file, or a directory of Bulk Data NDJSON files",
+        help="a Bundle JSON file, or a directory of Bulk Data NDJSON files (with --engine spark: also any "
+        "path Spark reads, e.g. s3a://bucket/export/)",
     )
     source.add_argument(
         "--sample", action="store_true", help="the bundled sample population (no server needed)"
@@ -472,6 +488,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="NDJSON export: processes to screen with (default: all cores, at most one per 200 patients of "
         "the ALL population, as each reads the whole export)",
+    )
+    p_screen.add_argument(
+        "--engine",
+        choices=("in-process", "spark"),
+        default="in-process",
+        help="NDJSON export: screen in this process (default) or on Apache Spark (pip install "
+        "'trial-adapter[spark]'); the same report",
+    )
+    p_screen.add_argument(
+        "--spark-master", metavar="URL", help="with --engine spark: the cluster (default local[*])"
     )
     _server_options(p_screen, required=False)
     p_screen.set_defaults(func=cmd_screen)
