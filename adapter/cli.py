@@ -383,8 +383,9 @@ def _screen_on_spark(args: argparse.Namespace, definition: Any) -> Any:
         raise CliError(
             "--engine spark screens a Bulk Data NDJSON export (--source); no --workers", EXIT_USAGE
         )
-    master = args.spark_master or "local[*]"
-    return screen_files_spark(args.source, definition, args.as_of, master, all_patients=args.all_patients)
+    return screen_files_spark(
+        args.source, definition, args.as_of, args.spark_master, all_patients=args.all_patients
+    )
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -497,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
         "'trial-adapter[spark]'); the same report",
     )
     p_screen.add_argument(
-        "--spark-master", metavar="URL", help="with --engine spark: the cluster (default local[*])"
+        "--spark-master",
+        metavar="URL",
+        help="with --engine spark: the cluster (default: spark-submit's, else local[*])",
     )
     _server_options(p_screen, required=False)
     p_screen.set_defaults(func=cmd_screen)

@@ -46,7 +46,7 @@ from .ndjson_scan import LineFilter
 from .population import _ID, DecidingObservations, PopulationSigns, _subject, observation_codes
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 Order = tuple[int, int, int]  # (file index, split start, row id): the export's order of lines
 _WHERE = "@"  # placeholder location in messages; the driver writes "file:line" for it
@@ -71,13 +71,19 @@ class _Context:
     ids: frozenset[str] | None  # the population; None: every patient
 
 
-def spark_session(master: str = "local[*]") -> SparkSession:
+def spark_session(master: str | None = None) -> SparkSession:
+    """The session to run on: ``master``; without it, the one ``spark-submit`` configured, else
+    ``local[*]``."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise SourceError("--engine spark needs pyspark: pip install 'trial-adapter[spark]'") from None
-    builder = SparkSession.builder.master(master).appName("trial-adapter screen")
-    if master.startswith("local"):
+    if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
+        master = "local[*]"
+    builder = SparkSession.builder.appName("trial-adapter screen")
+    if master is not None:
+        builder = builder.master(master)
+    if master is not None and master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers see this environment's packages
     try:
         spark = (
@@ -86,13 +92,19 @@ def spark_session(master: str = "local[*]") -> SparkSession:
             .getOrCreate()
         )
     except Exception as exc:  # no Java, a master that does not answer: one line, not a JVM trace
-        raise SourceError(f"cannot start Spark ({master}): {type(exc).__name__}: {str(exc)[:200]}") from None
+        where = master or "spark-submit"
+        raise SourceError(f"cannot start Spark ({where}): {type(exc).__name__}: {str(exc)[:200]}") from None
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
 
 def screen_files_spark(
-    source: str, definition: CriteriaDefinition, as_of: date, master: str, *, all_patients: bool = False
+    source: str,
+    definition: CriteriaDefinition,
+    as_of: date,
+    master: str | None = None,
+    *,
+    all_patients: bool = False,
 ) -> ScreeningReport:
     """``run.screen_files`` for an NDJSON export, on Spark: the same report, byte for byte."""
     from pyspark.sql import SparkSession
@@ -149,19 +161,13 @@ def screen_export_spark(
     sc = spark.sparkContext
     ids: frozenset[str] | None = None
     if not all_patients:
-        from pyspark.sql import functions as F
-
-        value = F.col("value").cast("string")
-        maybe = (
-            value.rlike(r'^\{\s*"resourceType"\s*:\s*"Condition"')
-            | ~value.startswith('{"resourceType"')
-            | value.contains("\\u")
-        )
-        found = _rows(lines.filter(maybe), files).mapPartitions(_population_part(definition)).collect()
+        maybe = lines.filter(_maybe_condition())
+        found = _rows(maybe, files).mapPartitions(_population_part(definition)).collect()
         _raise_first(spark, lines, files, [f for f in found if f[0] == "E"])
         ids = frozenset(pid for kind, _, pid in found if kind == "P")
     context = sc.broadcast(_Context(definition, as_of, ids))
-    parsed = _rows(lines, files).mapPartitions(_line_part(context)).persist(StorageLevel.MEMORY_AND_DISK)
+    wanted = lines if ids is None else lines.filter(~_others_line(ids))
+    parsed = _rows(wanted, files).mapPartitions(_line_part(context)).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         small = parsed.filter(lambda item: item[0] != "R").collect()
         _raise_first(spark, lines, files, [item for item in small if item[0] == "E"])
@@ -195,6 +201,38 @@ def _lines(spark: SparkSession, files: list[tuple[str, str]]) -> DataFrame:
         F.col("_metadata.file_path").alias("path"),
         F.col("_metadata.file_block_start").alias("block"),
         F.monotonically_increasing_id().alias("row"),
+    )
+
+
+def _maybe_condition() -> Column:
+    """In the JVM: a line that is, or may be, a Condition (``population._condition_starts``' rule)."""
+    from pyspark.sql import functions as F
+
+    value = F.col("value").cast("string")
+    return (
+        value.rlike(r'^\{\s*"resourceType"\s*:\s*"Condition"')
+        | ~value.startswith('{"resourceType"')
+        | value.contains("\\u")
+    )
+
+
+def _others_line(ids: frozenset[str]) -> Column:
+    """In the JVM, so Python never sees them: the lines ``LineFilter(ids).wanted_line`` drops, but for
+    Patient lines (counted in Python): a plain typed line, not a Medication, without ``\\u`` escapes or
+    ``urn:`` references, naming at least one patient and none of the population."""
+    from pyspark.sql import functions as F
+
+    value = F.col("value").cast("string")
+    refs = F.regexp_extract_all(value, F.lit(r'Patient(?:/|\\/)([A-Za-z0-9\-.]{1,64})(?=["/\\])'), F.lit(1))
+    population = sorted(ids) or [""]
+    return (
+        value.rlike(r'^\{"resourceType": ?"')
+        & value.endswith("}")
+        & ~value.rlike(r'^\{"resourceType": ?"(?:Patient|Medication)"')
+        & ~value.contains("\\u")
+        & ~value.rlike(r'"reference"\s*:\s*"urn:')
+        & (F.size(refs) > 0)
+        & ~F.exists(refs, lambda ref: ref.isin(population))
     )
 
 

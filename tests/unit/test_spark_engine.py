@@ -63,7 +63,7 @@ def test_a_synthetic_hospital_gives_the_same_bytes_on_spark_in_small_splits(spar
     folder = tmp_path / "hospital"
     synth_ndjson(1000, folder)
     (folder / "manifest.json").unlink()
-    spark.conf.set("spark.sql.files.maxPartitionBytes", str(256 << 10))
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(2 << 20))
     try:
         here, there = both(capsys, folder)
     finally:
@@ -81,7 +81,7 @@ def test_a_bad_line_in_a_late_split_is_named_by_its_line_number(spark, tmp_path,
     at = len(observations) * 3 // 4
     observations[at] = observations[at][:40] + b"\n"  # truncated JSON, about nobody we can see
     (folder / "Observation.ndjson").write_bytes(b"".join(observations))
-    spark.conf.set("spark.sql.files.maxPartitionBytes", str(128 << 10))
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(1 << 20))
     try:
         here = run(capsys, folder)
         there = run(capsys, folder, "--engine", "spark")
