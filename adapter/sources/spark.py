@@ -5,12 +5,13 @@ The same three steps as ``export.screen_export``, each a Spark stage:
 1. Population: the JVM keeps only the lines that are, or may be, Conditions (typed Condition, not typed
    first, or escaped: ``population._condition_starts``' rule); Python parses and checks them and asks
    ``PopulationSigns``. The population's ids go to every executor (a broadcast).
-2. Lines: each line is tested from its bytes (``LineFilter.wanted_line``, ``skippable_line``), and only
-   the wanted ones are parsed and checked, then keyed by the patient they are about (the subject /
-   patient reference, as the files path keys them). Medications are collected and broadcast.
+2. Lines: the JVM drops plain lines naming only other patients (``_others_line``); Python applies the
+   rest of ``LineFilter.wanted_line`` and ``skippable_line``, parses and checks the wanted lines and
+   keys them by the patient they are about (the subject / patient reference, as the files path keys
+   them). Medications are collected and broadcast.
 3. Patients: ``groupByKey`` brings a patient's resources together; the record is built as the files
    path builds it (resources in export order, only the ``DecidingObservations``) and screened by
-   ``SCREEN_RECORD``, one function the pipeline can replace.
+   ``screen_record``, the one function to swap for the pipeline's.
 
 Why RDDs and not ``mapInPandas``: the data are nested FHIR JSON, screened as Python dicts; a pandas /
 Arrow frame would hold them as JSON strings anyway and add pandas and pyarrow to the cluster's needs.
@@ -54,14 +55,11 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _PATIENT_TYPE = re.compile(rb'\{"resourceType": ?"Patient",')
 
 
-def _screen_record(screener: Any, record: PatientRecord) -> PatientResult:
+def screen_record(screener: Any, record: PatientRecord) -> PatientResult:
+    """How a patient group is screened (on the executors: this module's function, not a variable)."""
     from adapter.screening.run import screen_checked  # run imports this package
 
     return screen_checked(screener, record)
-
-
-#: The one function a patient group is screened with (the pipeline's guard can take its place).
-SCREEN_RECORD: Callable[[Any, PatientRecord], PatientResult] = _screen_record
 
 
 @dataclass(frozen=True)
@@ -343,7 +341,7 @@ def _patient_part(context: Any, shared: Any) -> Callable[[Iterable[Any]], Iterat
                 continue  # resources of a patient with no Patient line: nobody to screen
             gaps.add(record)
             try:
-                yield ("S", key, SCREEN_RECORD(screener, record))
+                yield ("S", key, screen_record(screener, record))
             except SourceError as exc:
                 yield ("E", (1 << 62, 0, 0), f"{exc}")  # after every line's problem, as in-process
         yield ("U", 0, gaps.findings())
