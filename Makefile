@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 AS_OF  ?= 2026-11-23
 HAPI_JAR := docker/hapi/target/hapi-server.jar
 
-.PHONY: install demo test unit lint hapi hapi-run cql-runner r5-validator profiles lock clean bench bench-pg bench-ingest bench-files-dense browser screenshot postgres
+.PHONY: install demo test unit lint hapi hapi-run cql-runner r5-validator profiles lock clean bench bench-pg bench-ingest bench-files-dense bench-spark browser screenshot postgres
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -107,6 +107,12 @@ bench-ingest: install hapi
 BENCH_DENSE_SIZES ?= 2000,10000
 bench-files-dense: install
 	$(BIN)/python -m bench.files_dense --sizes $(BENCH_DENSE_SIZES) $(BENCH_DENSE_OPTS)
+
+# Spark engine (issue 19) against the in-process files path on the same synthetic export: patients/s
+# on local[2], byte-identical checks, shuffled bytes per patient; a section appended to bench/results/latest.md.
+BENCH_SPARK_PATIENTS ?= 10000
+bench-spark: install
+	$(BIN)/python -m bench.spark --patients $(BENCH_SPARK_PATIENTS) --master "local[2]"
 
 # Recompile the FSH profiles (needs Node 20 + npm); the compiled JSON is committed.
 profiles:

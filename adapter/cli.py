@@ -373,12 +373,17 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
         report = asyncio.run(run())
     else:
-        source = sample_bundle_path() if args.sample else args.source
+        source = sample_bundle_path() if args.sample else Path(args.source)
         if args.workers is not None and args.workers < 1:
             raise UsageError("--workers must be at least 1")
-        report = screen_files(
-            source, definition, args.as_of, progress, all_patients=args.all_patients, workers=args.workers
-        )
+        if args.engine == "spark":
+            report = _screen_on_spark(args, definition)
+        else:
+            if args.spark_master:
+                raise UsageError("--spark-master needs --engine spark")
+            report = screen_files(
+                source, definition, args.as_of, progress, all_patients=args.all_patients, workers=args.workers
+            )
     write_output(render(report, args.format), args.output)
     summary = report.summary
     if not args.quiet:
@@ -406,6 +411,16 @@ def cmd_screen(args: argparse.Namespace) -> int:
         )
         return EXIT_SCREEN_ERRORS
     return 0
+
+
+def _screen_on_spark(args: argparse.Namespace, definition: Any) -> Any:
+    from adapter.sources.spark import screen_files_spark
+
+    if args.sample or args.source.endswith(".json") or args.workers is not None:
+        raise UsageError("--engine spark screens a Bulk Data NDJSON export (--source); no --workers")
+    return screen_files_spark(
+        args.source, definition, args.as_of, args.spark_master, all_patients=args.all_patients
+    )
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -488,9 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--fhir-url", metavar="URL", help="a FHIR R4 server: screens its ALL patients")
     source.add_argument(
         "--source",
-        type=Path,
         metavar="PATH",
-        help="a Bundle JSON file, or a directory of Bulk Data NDJSON files",
+        help="a Bundle JSON file, or a directory of Bulk Data NDJSON files (with --engine spark: also any "
+        "path Spark reads, e.g. s3a://bucket/export/)",
     )
     source.add_argument(
         "--sample", action="store_true", help="the bundled sample population (no server needed)"
@@ -515,6 +530,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="NDJSON export: processes to screen with (default: all cores, at most one per 200 patients of "
         "the ALL population, as each reads the whole export)",
+    )
+    p_screen.add_argument(
+        "--engine",
+        choices=("in-process", "spark"),
+        default="in-process",
+        help="NDJSON export: screen in this process (default) or on Apache Spark (pip install "
+        "'trial-adapter[spark]'); the same report",
+    )
+    p_screen.add_argument(
+        "--spark-master",
+        metavar="URL",
+        help="with --engine spark: the cluster (default: spark-submit's, else local[*])",
     )
     _server_options(p_screen, required=False)
     p_screen.set_defaults(func=cmd_screen)

@@ -1,10 +1,12 @@
-"""Screening report formats: JSON (the stable contract), CSV (a row per patient and criterion), HTML
+"""Screening report formats: JSON (the stable contract), NDJSON (the same contract a patient a line,
+for reports too big to read as one document), CSV (a row per patient and criterion), HTML
 (for the study team, see ``html_report``) and a plain-text attrition funnel."""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import date
 
 from .funnel import build_funnel, funnel_table
@@ -12,7 +14,7 @@ from .resolve import collect_next
 from .results import PatientResult, ScreeningReport
 from .wording import prose
 
-FORMATS = ("json", "csv", "html", "funnel")
+FORMATS = ("json", "ndjson", "csv", "html", "funnel")
 MANUAL_REASON = "requires manual review"
 
 
@@ -21,6 +23,8 @@ def render(report: ScreeningReport, fmt: str) -> str:
         # pydantic's serializer writes the same bytes as json.dumps(indent=2, ensure_ascii=False) of
         # to_json_dict(), about 3x faster (the stdlib falls back to pure Python when indenting)
         return report.model_dump_json(indent=2, by_alias=True) + "\n"
+    if fmt == "ndjson":
+        return "".join(ndjson_lines(report))
     if fmt == "csv":
         return to_csv(report)
     if fmt == "html":
@@ -31,6 +35,15 @@ def render(report: ScreeningReport, fmt: str) -> str:
         table = funnel_table(report.summary.funnel or build_funnel(report.patients), report.titles())
         return table + candidates_text(report) + errors_text(report)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def ndjson_lines(report: ScreeningReport) -> Iterator[str]:
+    """Each patient's result (the JSON report's ``patients`` item) a line, in the report's order, then
+    one last line: the report without ``patients`` (study, asOf, summary, criteria, concepts). A reader
+    tells them apart by ``patient`` / ``summary``."""
+    for patient in report.patients:
+        yield patient.model_dump_json(by_alias=True) + "\n"
+    yield report.model_dump_json(by_alias=True, exclude={"patients"}) + "\n"
 
 
 def to_csv(report: ScreeningReport) -> str:
