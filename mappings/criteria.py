@@ -102,9 +102,14 @@ class CriteriaDefinition(Model):
     population: Population = Population()
     # A site's local codes (``--concept-map``): not part of the criteria file, attached at run time.
     concept_maps: ConceptMaps = Field(default_factory=ConceptMaps, exclude=True)
+    # The study folder it was read from (``mappings.study_folder``): its study.json is beside it.
+    folder: Path | None = Field(default=None, exclude=True)
 
     def with_concept_maps(self, maps: ConceptMaps) -> CriteriaDefinition:
         return self.model_copy(update={"concept_maps": maps})
+
+    def with_folder(self, folder: Path) -> CriteriaDefinition:
+        return self.model_copy(update={"folder": folder})
 
     @model_validator(mode="after")
     def _consistent(self) -> CriteriaDefinition:
