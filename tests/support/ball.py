@@ -46,18 +46,35 @@ def condition(
     }
 
 
-def ball_patients() -> dict[str, list[dict[str, Any]]]:
-    """Each patient's resources, by id."""
+def ball_patients(prefix: str = "") -> dict[str, list[dict[str, Any]]]:
+    """Each patient's resources, by id (``prefix``: unique ids on a shared server)."""
+    return {prefix + pid: _prefixed(resources, prefix) for pid, resources in _patients().items()}
+
+
+def _prefixed(resources: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    out = []
+    for resource in resources:
+        resource = {**resource, "id": prefix + resource["id"]}
+        if "subject" in resource:
+            resource["subject"] = {"reference": "Patient/" + prefix + resource["subject"]["reference"][8:]}
+        out.append(resource)
+    return out
+
+
+def _patients() -> dict[str, list[dict[str, Any]]]:
     return {
         "b-coded": [
             patient("b-coded"),
             condition("b-coded", 1, B_ALL),
             condition("b-coded", 2, RELAPSE),
         ],
-        # Only words: a local code whose display and text say B-ALL (found by the study's population text).
+        # Only words: a local code whose display and text say B-ALL (found by the study's own wording:
+        # population.text in files, the "B-ALL" text-search prefix on a server).
         "b-words": [
             patient("b-words"),
-            condition("b-words", 1, (LOCAL, "PL-4711", "Relapsed B-ALL"), text="Relapsed B-ALL"),
+            condition(
+                "b-words", 1, (LOCAL, "PL-4711", "B-ALL, second relapse"), text="B-ALL, second relapse"
+            ),
         ],
         # Lymphoblastic lymphoma in words: no diagnosis wording names it, only the population's text.
         "b-lbl": [patient("b-lbl"), condition("b-lbl", 1, None, text="B-LBL, mediastinal")],
@@ -78,7 +95,11 @@ def write_export(folder: Path) -> Path:
     return folder
 
 
+def ball_bundle(prefix: str = "") -> dict[str, Any]:
+    entries = [{"resource": r} for resources in ball_patients(prefix).values() for r in resources]
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
 def write_bundle(path: Path) -> Path:
-    entries = [{"resource": r} for resources in ball_patients().values() for r in resources]
-    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    path.write_text(json.dumps(ball_bundle()))
     return path

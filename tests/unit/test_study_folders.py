@@ -131,7 +131,7 @@ def test_the_b_all_fixture_screens_with_its_own_population_and_wording(
     assert "relapsed/refractory disease coded" in coded["reason"]
     words = diagnosis(report, "b-words")
     assert words["result"] == "unknown"
-    assert 'ALL named in text only ("Relapsed B-ALL")' in words["reason"]
+    assert 'ALL named in text only ("B-ALL, second relapse")' in words["reason"]
     assert diagnosis(report, "b-lbl")["result"] == "not-met"
     other = diagnosis(report, "t-coded")
     assert other["result"] == "not-met"
