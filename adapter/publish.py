@@ -17,9 +17,9 @@ from urllib.parse import unquote
 
 from adapter.fhir.client import FhirClient, FhirError
 from adapter.fhir.transaction import rewrite_references, search_matches, transaction, transaction_bundle
-from mappings.criteria import load_criteria
+from mappings.criteria import CriteriaDefinition
 from mappings.resources import build_study_resources
-from mappings.study import load_study, study_dir
+from mappings.study import Study
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,8 @@ def describe(change: PlannedChange) -> str:
     return f"{change.action:<9} {target}{extra}"
 
 
-async def publish(client: FhirClient, study: str | None, dry_run: bool) -> int:
-    folder = study_dir(study)
-    built = build_study_resources(load_study(folder / "study.json"), load_criteria(folder / "criteria.yaml"))
+async def publish(client: FhirClient, study: Study, criteria: CriteriaDefinition, dry_run: bool) -> int:
+    built = build_study_resources(study, criteria)
     changes = await plan(client, transaction_bundle(built.published()))
     for change in changes:
         print(describe(change))

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from mappings.concepts import Analyte, Code, ConceptSet, Model
+from mappings.concepts import Analyte, Code, ConceptSet, Model, patterns
 from mappings.kinds import registry
 from mappings.kinds.base import Clause
 from mappings.kinds.diagnosis import DiagnosisClause
@@ -71,6 +71,26 @@ class Criterion(Model):
         return out
 
 
+class Population(Model):
+    """Who is screened from a server or an export: the patients with a Condition that might be the
+    disease. Study data, so criteria.yaml says it (``population:``); every part is optional."""
+
+    # Concept sets whose Conditions put a patient in the population (default: the diagnosis clause's
+    # lineage, unknown-lineage and status sets).
+    concepts: tuple[str, ...] = ()
+    # Regular expressions for a Condition's text or a coding's display that may name the disease (in
+    # addition to the diagnosis clause's text_signals).
+    text: tuple[str, ...] = ()
+    # How that wording begins, for a server's token ``:text`` searches (starts-with, case-insensitive);
+    # what they find is read against the diagnosis wording before it counts. Empty: no text search.
+    text_search: tuple[str, ...] = ()
+
+    @field_validator("text")
+    @classmethod
+    def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return patterns(value)
+
+
 class CriteriaDefinition(Model):
     study: str
     version: int
@@ -79,11 +99,17 @@ class CriteriaDefinition(Model):
     concepts: dict[str, ConceptSet]
     analytes: dict[str, Analyte] = Field(default_factory=dict)
     criteria: tuple[Criterion, ...] = Field(min_length=1)
+    population: Population = Population()
     # A site's local codes (``--concept-map``): not part of the criteria file, attached at run time.
     concept_maps: ConceptMaps = Field(default_factory=ConceptMaps, exclude=True)
+    # The study folder it was read from (``mappings.study_folder``): its study.json is beside it.
+    folder: Path | None = Field(default=None, exclude=True)
 
     def with_concept_maps(self, maps: ConceptMaps) -> CriteriaDefinition:
         return self.model_copy(update={"concept_maps": maps})
+
+    def with_folder(self, folder: Path) -> CriteriaDefinition:
+        return self.model_copy(update={"folder": folder})
 
     @model_validator(mode="after")
     def _consistent(self) -> CriteriaDefinition:
@@ -104,6 +130,9 @@ class CriteriaDefinition(Model):
             for leaf in criterion.leaves():
                 if isinstance(leaf, ObservationClause) and leaf.analyte and leaf.analyte not in self.analytes:
                     raise ValueError(f"{criterion.id}: unknown analyte {leaf.analyte!r}")
+        for name in self.population.concepts:
+            if name not in self.concepts:
+                raise ValueError(f"population: unknown concept set {name!r}")
         return self
 
     def criterion(self, criterion_id: str) -> Criterion:
@@ -123,9 +152,12 @@ class CriteriaDefinition(Model):
         raise CriteriaDefinitionError("the criteria define no diagnosis clause")
 
     def population_concepts(self) -> list[ConceptSet]:
-        """Condition codes that put a patient in the screening population (any ALL record)."""
-        diagnosis = self.diagnosis_clause()
-        names = [diagnosis.lineage, diagnosis.unknown_lineage, *diagnosis.status]
+        """Condition codes that put a patient in the screening population: ``population.concepts``,
+        else the diagnosis clause's lineage, unknown-lineage and status sets."""
+        names = list(self.population.concepts)
+        if not names:
+            diagnosis = self.diagnosis_clause()
+            names = [diagnosis.lineage, diagnosis.unknown_lineage, *diagnosis.status]
         return [self.concepts[name] for name in dict.fromkeys(names)]
 
     def observation_codes(self) -> list[Code]:

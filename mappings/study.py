@@ -1,7 +1,8 @@
 """The study definition: a ClinicalTrials.gov API v2 study record plus the adapter's annotations.
 
-Each study lives in its own folder, ``mappings/studies/<NCT>/``, holding ``study.json`` (this model) and
-``criteria.yaml`` (``mappings.criteria``). Mapping a second study means adding a folder, not code.
+Each study lives in its own folder (installed under ``mappings/studies/<ID>/``, or anywhere), holding
+``study.json`` (this model) and ``criteria.yaml`` (``mappings.criteria``), loaded together by
+``mappings.study_folder``. Mapping a second study means adding a folder, not code.
 
 Only the parts of the v2 shape that the mapping reads are modelled; every object allows extra keys, so a
 full v2 record (``derivedSection``, ``documentSection``, ...) loads unchanged. ``adapterAnnotations`` holds
@@ -11,14 +12,13 @@ structure that v2 keeps as free text (dose levels are prose in the arm descripti
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-DEFAULT_STUDY = "NCT06849401"
+DEFAULT_STUDY = "NCT06849401"  # the study shipped with the package (documentation, tests)
 STUDIES_ROOT = Path(__file__).resolve().parent / "studies"
 
 _NCT = re.compile(r"^NCT[0-9]{8}$")
@@ -252,16 +252,26 @@ def parse_eligibility_text(text: str) -> dict[str, str]:
 # --- locating and loading -----------------------------------------------------------------------
 
 
+def is_folder_name(text: str) -> bool:
+    """A study ID: one folder name (no path separators, no leading dot)."""
+    return _FOLDER.match(text) is not None
+
+
 def study_dir(nct: str | None = None, root: Path | None = None) -> Path:
-    """The folder of a study (``study.json`` + ``criteria.yaml``), by default NCT06849401's."""
-    name = nct or DEFAULT_STUDY
-    # Studies kept outside the package: TRIAL_ADAPTER_STUDIES names a folder of study folders.
-    base = root or Path(os.environ.get("TRIAL_ADAPTER_STUDIES") or STUDIES_ROOT)
-    if not _FOLDER.match(name):
-        raise StudyDefinitionError(f"invalid study name {name!r}: expected a folder name such as NCT06849401")
-    folder = base / name
+    """The folder of an installed study (``study.json`` + ``criteria.yaml``) by name, by default the
+    only one installed. ``mappings.study_folder`` also takes a path and loads both files."""
+    base = root or STUDIES_ROOT
+    known = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    if nct is None:
+        if len(known) != 1:
+            raise StudyDefinitionError(f"name a study: installed are {', '.join(known) or 'none'}")
+        return base / known[0]
+    if not is_folder_name(nct):
+        raise StudyDefinitionError(
+            f"invalid study name {nct!r}: expected a folder name such as {DEFAULT_STUDY}"
+        )
+    folder = base / nct
     if not folder.is_dir():
-        known = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
         raise StudyDefinitionError(f"no study folder {folder}; known studies: {', '.join(known) or 'none'}")
     return folder
 

@@ -28,7 +28,7 @@ from mappings.kinds.age import AgeClause
 from mappings.kinds.base import Clause, Outcome
 from mappings.kinds.combine import AllOf, AnyOf
 from mappings.kinds.condition import ConditionClause
-from mappings.kinds.diagnosis import DiagnosisClause
+from mappings.kinds.diagnosis import DiagnosisClause, phrases
 from mappings.kinds.immunization import ImmunizationClause
 from mappings.kinds.manual import ManualClause
 from mappings.kinds.medication import MedicationClause
@@ -233,16 +233,17 @@ class Resolver:
 
     def _diagnosis(self, clause: DiagnosisClause, outcome: Outcome) -> Need:
         reason = outcome.reason
+        say = phrases(clause, self.definition.concepts)  # the study's own words (criteria.yaml)
         concepts: list[str] = []
         parts = []
         if "lineage" in reason or not reason:
             concepts.append(clause.lineage)
-            parts.append("T lineage of the ALL confirmed and coded")
-        if "no relapse" in reason or not reason:
+            parts.append(f"{say.lineage} of the {say.disease} confirmed and coded")
+        if say.status_missing in reason or not reason:
             concepts += list(clause.status)
-            parts.append("relapse or refractory status coded")
+            parts.append(f"{say.status_codes} status coded")
         if not parts:
-            parts.append("the ALL diagnosis coded with lineage and status")
+            parts.append(f"the {say.disease} diagnosis coded with lineage and status")
             concepts = [clause.lineage, *clause.status]
         return Need(
             kind="diagnosis", label="diagnosis", decidedBy="data", concepts=concepts, text="; ".join(parts)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapter.errors import UsageError
 from adapter.fault_points import crash_point
 from adapter.fhir import FHIR_JSON
 from adapter.fhir.client import Auth, FhirClient
@@ -91,7 +92,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> FastAPI:
+def create_app(
+    settings: ServiceSettings, definitions: Sequence[CriteriaDefinition] | CriteriaDefinition
+) -> FastAPI:
+    studies = [definitions] if isinstance(definitions, CriteriaDefinition) else list(definitions)
+    if len(studies) != 1:  # the multi-study service replaces this guard
+        raise UsageError("serving several studies at once needs the multi-study service; give one --study")
+    definition = studies[0]
     state: dict[str, Any] = {}
     dev_source = Source(DEV_SOURCE, frozenset({ANY_SYSTEM}))  # --dev-open: one source, authoritative for all
 
@@ -165,7 +172,8 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
     app = FastAPI(
         title="trial-adapter ingestion service",
         version=VERSION,
-        description="Accepts FHIR R4 patient data from integration engines for NCT06849401 screening.",
+        description="Accepts FHIR R4 patient data from integration engines for "
+        f"{', '.join(d.study for d in studies)} screening.",
         lifespan=lifespan,
         docs_url=None,  # the default pages load scripts from a CDN: blank offline
         redoc_url=None,
@@ -268,7 +276,7 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
     @app.get("/fhir/metadata", summary="CapabilityStatement")
     async def metadata(request: Request) -> JSONResponse:
         base = str(request.base_url).rstrip("/") + "/fhir"
-        return JSONResponse(capability_statement(base), media_type=FHIR_JSON)
+        return JSONResponse(capability_statement(base, [d.study for d in studies]), media_type=FHIR_JSON)
 
     @app.post("/fhir", status_code=202, summary="Push a transaction, batch or collection Bundle")
     async def push_bundle(request: Request) -> JSONResponse:

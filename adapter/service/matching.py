@@ -149,8 +149,10 @@ def study_entries(result: PatientResult, as_of: date, filters: dict[str, str]) -
 
 @lru_cache(maxsize=8)
 def _built(nct: str) -> tuple[Study, dict[str, Any], dict[str, Any]]:
-    study = load_study(study_dir(nct) / "study.json")
-    built = build_study_resources(study, worker_definition())
+    definition = worker_definition()
+    folder = definition.folder or study_dir(nct)  # the folder it was loaded from (--study PATH)
+    study = load_study(folder / "study.json")
+    built = build_study_resources(study, definition)
     return study, built.research_study, built.organization
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -29,14 +30,17 @@ SECURITY_SCHEMES = {
 }
 
 
-def capability_statement(base: str) -> dict[str, Any]:
+def capability_statement(base: str, studies: Sequence[str]) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": date.today().isoformat(),
         "kind": "instance",
         "software": {"name": "trial-adapter ingestion service", "version": VERSION},
-        "implementation": {"description": "Accepts patient data for NCT06849401 screening", "url": base},
+        "implementation": {
+            "description": f"Accepts patient data for {', '.join(studies)} screening",
+            "url": base,
+        },
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/json"],
         "rest": [

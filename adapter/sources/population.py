@@ -1,7 +1,7 @@
 """The study population of a file export, found first: Conditions are few, so they are read first.
 
-A patient is in the population when any of their Conditions *might* be acute lymphoblastic leukaemia
-(``PopulationSigns.is_sign``): conservative by design, because a patient outside it is counted, not
+A patient is in the population when any of their Conditions *might* be the disease under study
+(``PopulationSigns.is_sign``: the study's ``population`` section and diagnosis wording): conservative by design, because a patient outside it is counted, not
 screened. Every Condition line of the export is read and checked here, exactly as the full path reads
 it (same errors), whoever it is about.
 
@@ -29,9 +29,6 @@ from mappings.kinds.observation import IGNORED_OBSERVATION, instant_key
 from .files import parse_ndjson_line
 from .ndjson_scan import chunks, lines_at
 
-# Free text that may name ALL (hook for text / local-code matching): a Condition whose code carries
-# it is a sign even when no coding matches. Case-sensitive acronyms; "lymphoblast" in any case.
-_ALL_TEXT = re.compile(r"(?i:lymphoblast)|\b[TB]?-?ALL\b|\b[TB]-?LBL\b")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CONDITION_START = re.compile(rb'\n\{\s*"resourceType"\s*:\s*"Condition"')  # offsets: text has \n in front
 _ESCAPE = re.compile(rb"\\u")
@@ -44,15 +41,18 @@ class PopulationSigns:
     def __init__(self, definition: CriteriaDefinition) -> None:
         diagnosis: DiagnosisClause = definition.diagnosis_clause()
         self._concepts = definition.population_concepts()
-        if diagnosis.other_lineage:  # B-lineage ALL: screened (and said so), not hidden
+        if diagnosis.other_lineage:  # the disease of another lineage: screened (and said so), not hidden
             self._concepts.append(definition.concepts[diagnosis.other_lineage])
+        # Free text that may name the disease: a Condition whose code carries it is a sign even when
+        # no coding matches (the study's population.text).
+        self._texts = [re.compile(p) for p in definition.population.text]
         self._signs = DiagnosisSigns(definition)  # the criteria's own wording and broader codes
         self._maps = definition.concept_maps  # a site's local codes
 
     def is_sign(self, condition: dict[str, Any]) -> bool:
         """True if any coding of the code or of an extension's CodeableConcept is in the diagnosis
         concept sets (matched by the concept sets themselves, so richer matching applies here
-        unchanged), if its text names ALL, or if it is too malformed to tell."""
+        unchanged), if its text names the disease, or if it is too malformed to tell."""
         concepts: list[Any] = [condition.get("code")]
         extensions = condition.get("extension")
         if extensions is not None:
@@ -70,7 +70,7 @@ class PopulationSigns:
         if self._signs.any_sign(concept):
             return True
         text = concept.get("text")
-        if isinstance(text, str) and _ALL_TEXT.search(text):
+        if isinstance(text, str) and self._names_disease(text):
             return True
         return any_coding(concept, self._coding_is_sign)
 
@@ -80,7 +80,10 @@ class PopulationSigns:
             return True  # malformed: cannot tell
         if any(c.matches(system, code) for c in self._concepts):
             return True
-        return isinstance(display, str) and _ALL_TEXT.search(display) is not None
+        return isinstance(display, str) and self._names_disease(display)
+
+    def _names_disease(self, text: str) -> bool:
+        return any(pattern.search(text) is not None for pattern in self._texts)
 
 
 def find_population(files: list[Path], reads: ScreeningReads, signs: PopulationSigns) -> list[str]:

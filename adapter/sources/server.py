@@ -1,7 +1,7 @@
-"""Patient data from a FHIR server, fetched so that cost grows with the ALL population only.
+"""Patient data from a FHIR server, fetched so that cost grows with the study population only.
 
-1. Population: Condition search on the criteria's leukaemia codes (``_elements=subject``), server-side.
-   Nothing else filters patients: a T-ALL patient without a birth date is still screened.
+1. Population: Condition search on the study's population codes (criteria.yaml ``population``) (``_elements=subject``), server-side.
+   Nothing else filters patients: a patient with the disease but no birth date is still screened.
 2. Per batch of patients, one batch Bundle of searches (Patient by _id; Conditions, Procedures,
    medications with their Medication, Immunizations by subject; Observations by subject AND the codes
    the criteria read, so a hospital's vital signs are never downloaded). Every page is followed and
@@ -25,12 +25,6 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
 URL_BUDGET = 1500  # characters of search values per request: long code lists are split into chunks
-# How ALL wording begins, for token ``:text`` searches (starts-with, case-insensitive). What they find
-# is read against the criteria's wording (diagnosis.text_signals) before it counts.
-TEXT_PREFIXES = (
-    "acute lympho", "ALL", "T-ALL", "T ALL", "T-cell", "T cell", "T-lympho", "T lympho", "lympho",
-    "precursor", "relapse", "refractory", "recurrent", "leuk", "leuc", "history of acute",
-)  # fmt: skip
 
 
 def observation_tokens(definition: CriteriaDefinition) -> list[str]:
@@ -87,13 +81,14 @@ class ServerSource:
         self.population_method = "not searched yet"
 
     async def population(self, since: str | None = None) -> list[str]:
-        """Patient ids with any ALL Condition on the server (changed since ``since`` when given).
+        """Patient ids with any Condition of the disease on the server (changed since ``since`` when given).
 
         1. By code: the full expansion of the diagnosis sets and the site's mapped local codes, chunked.
         2. By words, where the server proves it can: token ``:text`` searches (FHIR: the text or a
-           display starts with the value) for the ways ALL wording begins, and ``:missing`` for
-           Conditions with no coding at all. Their text is read here against the criteria's wording,
-           so a loose server answer never adds a patient without ALL wording.
+           display starts with the value) for the ways the disease's wording begins (the study's
+           ``population.text_search``), and ``:missing`` for Conditions with no coding at all. Their
+           text is read here against the criteria's wording, so a loose server answer never adds a
+           patient without that wording.
         ``population_method`` says how the patients were found."""
         tokens = population_tokens(self.definition)
         extra = [("_lastUpdated", f"ge{since}")] if since else []
@@ -102,21 +97,25 @@ class ServerSource:
             params = [("code", chunk), *extra, ("_elements", "subject"), ("_count", str(PAGE_SIZE))]
             ids |= patients_in(await self.client.search_resources("Condition", params))
         by_code = len(ids)
-        notes = [f"Condition search on {len(tokens)} ALL codes (expansion and mapped local codes)"]
-        if await self._text_search_works():
-            for term in TEXT_PREFIXES:
+        disease = self.definition.diagnosis_clause().wording.disease  # "ALL": the study's own word
+        notes = [f"Condition search on {len(tokens)} {disease} codes (expansion and mapped local codes)"]
+        prefixes = self.definition.population.text_search
+        if not prefixes:
+            notes.append("no text search configured (population.text_search)")
+        elif await self._text_search_works():
+            for term in prefixes:
                 ids |= await self._worded(("code:text", term), extra) or set()
-            notes.append("text search for ALL wording")
+            notes.append(f"text search for {disease} wording")
         else:
             notes.append(
-                "no text search on this server: local codes with ALL only in a display are not found"
+                f"no text search on this server: local codes with {disease} only in a display are not found"
             )
         uncoded = await self._worded(("code:missing", "true"), extra, optional=True)
         if uncoded is None:
             notes.append("no missing-code search: Conditions with only text are not found")
         else:
             ids |= uncoded
-            notes.append("Conditions with only text read for ALL wording")
+            notes.append(f"Conditions with only text read for {disease} wording")
         notes.append(f"{len(ids) - by_code} patients found by wording only")
         self.population_method = "; ".join(notes)
         log.info(
@@ -128,7 +127,7 @@ class ServerSource:
     async def _worded(
         self, search: tuple[str, str], extra: list[tuple[str, str]], optional: bool = False
     ) -> set[str] | None:
-        """Patients of the Conditions a search finds whose text or display names ALL."""
+        """Patients of the Conditions a search finds whose text or display names the disease."""
         params = [search, *extra, ("_elements", "code,subject"), ("_count", str(PAGE_SIZE))]
         try:
             found = await self.client.search_resources("Condition", params)

@@ -7,9 +7,11 @@ import asyncio
 import logging
 import secrets
 import signal
+from collections.abc import Sequence
 
 import uvicorn
 
+from adapter.errors import UsageError
 from adapter.fhir.client import FhirClient
 from adapter.httpserver import EmbeddedServer, parse_listen
 from adapter.settings import current as environment
@@ -22,7 +24,15 @@ from .state import WorkerState
 log = logging.getLogger(__name__)
 
 
-async def run_worker(args: argparse.Namespace, client: FhirClient, definition: CriteriaDefinition) -> int:
+async def run_worker(
+    args: argparse.Namespace,
+    client: FhirClient,
+    definitions: Sequence[CriteriaDefinition] | CriteriaDefinition,
+) -> int:
+    studies = [definitions] if isinstance(definitions, CriteriaDefinition) else list(definitions)
+    if len(studies) != 1:  # the multi-study worker replaces this guard
+        raise UsageError("serving several studies at once needs the multi-study worker; give one --study")
+    definition = studies[0]
     state = WorkerState(args.state)
     config = WorkerConfig(
         interval=args.interval, overlap=args.overlap, batch_size=args.batch_size, once=args.once

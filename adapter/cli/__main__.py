@@ -1,0 +1,5 @@
+import sys
+
+from adapter.cli.main import main
+
+sys.exit(main())
