@@ -220,7 +220,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with _client(args) as client:
-            return await run_worker(args, client, definition)
+            return await run_worker(args, client, [definition])
 
     return asyncio.run(run())
 
@@ -311,7 +311,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         process_concurrency=args.process_concurrency,
     )
     sock = _bind(host, port)
-    app = create_app(settings, _criteria(args.study, args.concept_map))
+    app = create_app(settings, [_criteria(args.study, args.concept_map)])
     config = uvicorn.Config(
         app,
         host=host,

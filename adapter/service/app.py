@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -31,6 +31,7 @@ from adapter.fault_points import crash_point
 from adapter.fhir import FHIR_JSON
 from adapter.fhir.client import Auth, FhirClient
 from adapter.fhir.outcome import outcome_response as outcome
+from adapter.studies import served
 from mappings.criteria import CriteriaDefinition
 
 from .checks import InputError, parse_json
@@ -91,7 +92,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> FastAPI:
+def create_app(
+    settings: ServiceSettings, definitions: CriteriaDefinition | Sequence[CriteriaDefinition]
+) -> FastAPI:
+    """The service for every study given: pushed data is screened and flagged for each."""
+    studies = served(definitions)
+    definition = studies[0]
     state: dict[str, Any] = {}
     dev_source = Source(DEV_SOURCE, frozenset({ANY_SYSTEM}))  # --dev-open: one source, authoritative for all
 
@@ -123,7 +129,7 @@ def create_app(settings: ServiceSettings, definition: CriteriaDefinition) -> Fas
             sources = Sources(sources={**sources.sources, DEV_SOURCE: dev_source}, keys=sources.keys)
         processor = Processor(
             fhir,
-            definition,
+            studies,
             inbox,
             sources=sources,
             forward_client=forward,

@@ -7,12 +7,14 @@ import asyncio
 import logging
 import secrets
 import signal
+from collections.abc import Sequence
 
 import uvicorn
 
 from adapter.fhir.client import FhirClient
 from adapter.httpserver import EmbeddedServer, parse_listen
 from adapter.settings import current as environment
+from adapter.studies import served
 from mappings.criteria import CriteriaDefinition
 
 from .http import NOTIFY_PATH, build_app, ensure_subscriptions
@@ -22,12 +24,17 @@ from .state import WorkerState
 log = logging.getLogger(__name__)
 
 
-async def run_worker(args: argparse.Namespace, client: FhirClient, definition: CriteriaDefinition) -> int:
-    state = WorkerState(args.state)
+async def run_worker(
+    args: argparse.Namespace, client: FhirClient, definitions: Sequence[CriteriaDefinition]
+) -> int:
+    """One worker for every study given (one ``--study`` each)."""
+    studies = served(definitions)
+    # An older state file was written for one study: the first given (see state.py).
+    state = WorkerState(args.state, legacy_study=studies[0].study)
     config = WorkerConfig(
         interval=args.interval, overlap=args.overlap, batch_size=args.batch_size, once=args.once
     )
-    worker = Worker(client, definition, state, config)
+    worker = Worker(client, studies, state, config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)
