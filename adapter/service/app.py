@@ -95,7 +95,7 @@ def create_app(
             breaker_wait=min(1.0, settings.backoff),
             concurrency=settings.process_concurrency,
         )
-        cpu = CpuPool(studies, settings.cpu_workers)
+        cpu = CpuPool(studies, settings.cpu_workers, settings.study_files)
         parts.update(inbox=inbox, processor=processor, cpu=cpu)
         warming = asyncio.create_task(cpu.warm())
         mllp = None

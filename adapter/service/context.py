@@ -42,6 +42,9 @@ class ServiceSettings:
     cors_origins: list[str] = field(default_factory=list)  # browser origins allowed on the matching paths
     process_concurrency: int = 64  # payloads in their forward step at once (processor: per-patient order)
     mllp: Any = None  # MllpSettings: HL7 v2 over MLLP into the same inbox (adapter/service/mllp.py)
+    # Each served study's registry record (study.json) by study id, for a study not installed under
+    # mappings/studies/ (``--study PATH``): the matching protocols answer with its ResearchStudy.
+    study_files: dict[str, Path] = field(default_factory=dict)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -14,11 +14,12 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any, TypeVar
 
 from adapter.pipeline import Pipeline
@@ -30,6 +31,7 @@ from adapter.sources.files import bundle_entries
 from adapter.studies import served
 from mappings.clinical.record import RecordBuilder
 from mappings.criteria import CriteriaDefinition
+from mappings.study import study_dir
 
 from .checks import InputError, check_bundle, check_resource, parse_json
 from .forward import canonical, check_authority, content_hash
@@ -38,11 +40,14 @@ from .sources import Source
 
 T = TypeVar("T")
 _definitions: tuple[CriteriaDefinition, ...] = ()
+_study_files: dict[str, Path] = {}
 
 
-def _init(definitions: tuple[CriteriaDefinition, ...], parent: int | None = None) -> None:
-    global _definitions
-    _definitions = definitions
+def _init(
+    definitions: tuple[CriteriaDefinition, ...], study_files: dict[str, Path], parent: int | None = None
+) -> None:
+    global _definitions, _study_files
+    _definitions, _study_files = definitions, study_files
     if parent is not None:  # a worker process: it must not outlive the service (e.g. after kill -9)
         threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
@@ -102,16 +107,24 @@ def worker_definitions() -> tuple[CriteriaDefinition, ...]:
     return _definitions
 
 
+def worker_study_file(study: str) -> Path:
+    """A served study's registry record (``study.json``): as given, else its installed folder's."""
+    return _study_files.get(study) or study_dir(study) / "study.json"
+
+
 def worker_definition() -> CriteriaDefinition:
-    """The first served study's definition (the matching protocols answer for it)."""
+    """The first served study's definition."""
     return worker_definitions()[0]
 
 
-def screen_bundle(data: Any, max_entries: int, as_of: date, operation: str = "$screen") -> PatientResult:
-    """One patient's Bundle (parsed JSON), checked and screened: the call $screen and the matching
-    protocols (matching.py) share. Raises InputError for anything but exactly one Patient."""
-    [result] = _screen_one(data, max_entries, as_of, operation, (worker_definition(),))
-    return result
+def screen_bundle(
+    data: Any, max_entries: int, as_of: date, operation: str = "$screen"
+) -> list[tuple[CriteriaDefinition, PatientResult]]:
+    """One patient's Bundle (parsed JSON), checked and screened for every served study (in the order
+    served): what the matching protocols (matching.py) answer from. Raises InputError for anything but
+    exactly one Patient."""
+    definitions = worker_definitions()
+    return list(zip(definitions, _screen_one(data, max_entries, as_of, operation, definitions), strict=True))
 
 
 def _screen_one(
@@ -178,21 +191,28 @@ def _warm() -> bool:
 
 
 class CpuPool:
-    def __init__(self, definitions: CriteriaDefinition | Sequence[CriteriaDefinition], workers: int) -> None:
+    def __init__(
+        self,
+        definitions: CriteriaDefinition | Sequence[CriteriaDefinition],
+        workers: int,
+        study_files: Mapping[str, Path] | None = None,
+    ) -> None:
+        """``study_files``: each study's registry record by study id, where it is not installed."""
         self.definitions = served(definitions)
+        self.study_files = dict(study_files or {})
         self.workers = workers
         self._executor = self._new()
         self._slots = asyncio.Semaphore(max(1, workers))
 
     def _new(self) -> Executor:
         if self.workers <= 0:
-            _init(self.definitions)
+            _init(self.definitions, self.study_files)
             return ThreadPoolExecutor(1, thread_name_prefix="cpu")
         return ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with threads
             initializer=_init,
-            initargs=(self.definitions, os.getpid()),
+            initargs=(self.definitions, self.study_files, os.getpid()),
         )
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:

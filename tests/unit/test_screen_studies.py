@@ -1,4 +1,4 @@
-"""$screen with several served studies: one answer per study, in the order served; one study as ever."""
+"""$screen and the matching protocols with several served studies: one answer per study; one study as ever."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def app(tmp_path: Path, definitions: Any) -> TestClient:
         sources=Sources.from_legacy([f"{KEY}:push"], None),
         process=False,
         cpu_workers=0,
+        study_files={STUDY: STUDY_DIR / "study.json"},  # the fixture is not installed: its record by path
     )
     return TestClient(create_app(settings, definitions))
 
@@ -76,3 +77,27 @@ def test_one_study_answers_as_before(tmp_path):
 def test_a_study_given_twice_is_refused():
     with pytest.raises(ValueError, match="more than once"):
         served([definition(), definition()])
+
+
+def match(client: TestClient, resources: list[dict[str, Any]]) -> dict[str, Any]:
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "trialMatchClinicalData", "resource": bundle},
+            {"name": "asOf", "valueDate": AS_OF.isoformat()},
+        ],
+    }
+    headers = {"Content-Type": "application/fhir+json", "Authorization": f"Bearer {KEY}"}
+    reply = client.post("/fhir/ResearchStudy/$match", content=json.dumps(parameters), headers=headers)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def test_matching_lists_the_studies_a_patient_fits_and_a_result_for_each(both):
+    answer = match(both, b_all_candidate_resources())
+    [output] = [p["resource"] for p in answer["parameter"] if p["name"] == "trialMatchOutput"]
+    assert [e["resource"]["identifier"][0]["value"] for e in output["entry"]] == [STUDY]
+    results = [{q["name"]: q for q in p["part"]} for p in answer["parameter"] if p["name"] == "result"]
+    assert [r["status"]["valueCode"] for r in results] == ["not-eligible", "candidate"]
+    assert [r["score"]["valueDecimal"] > 0 for r in results] == [False, True]
