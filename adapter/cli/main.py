@@ -17,6 +17,7 @@ from adapter.errors import EXIT_FAILED, EXIT_INTERRUPTED, as_adapter_error
 
 from .common import PROG
 from .options import study_option
+from .report import add_report_command
 from .screen import add_screen_command
 from .serve import add_serve_command
 from .study_commands import add_study_commands
@@ -52,9 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_screen_command(commands)
     add_worker_command(commands)
     add_serve_command(commands)
-
-    from adapter.worker.changes import add_report_command
-
     add_report_command(commands)
     return parser
 

@@ -13,6 +13,9 @@
   Bundle as ``trialMatchClinicalData``; ``trialMatchOutput`` (the same searchset) out, plus ours:
   one ``result`` per screened study with its status, score and per-criterion results.
 
+Every served study is screened: the searchset holds one entry per study the patient is a candidate for
+(inside the filters), best score first; ``$match`` has one ``result`` per served study.
+
 Score (``search.score``): 1.0 a candidate with no data left to collect; a candidate with data still
 to collect ranks below the matching app's "High-likelihood" threshold (0.75): 0.74 x the share of the
 data-decidable criteria that are settled, never under 0.01 (the app reads < 0.01 as "No match", and an
@@ -32,11 +35,12 @@ from typing import Any
 from adapter.fhir.transaction import full_url
 from adapter.screening.funnel import needs_data
 from adapter.screening.results import CriterionResult, PatientResult
+from mappings.criteria import CriteriaDefinition
 from mappings.resources import build_study_resources
-from mappings.study import Study, load_study, study_dir
+from mappings.study import Study, load_study
 
 from .checks import InputError, parse_json
-from .intake import screen_bundle, worker_definition
+from .intake import screen_bundle, worker_definitions, worker_study_file
 from .meta import MATCH_DEFINITION, criterion_parts
 from .sources import BASE
 
@@ -129,38 +133,48 @@ def searchset(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
 
 
-def study_entries(result: PatientResult, as_of: date, filters: dict[str, str]) -> list[dict[str, Any]]:
-    """The searchset entries for one patient: the study if they are a candidate inside the filters."""
-    study = app_study(worker_definition().study)
-    if result.status != "candidate" or outside_filters(study, filters):
-        return []
-    return [
-        {
-            "extension": [screening_extension(result, as_of)],
-            "fullUrl": full_url(study),
-            "resource": study,
-            "search": {"mode": "match", "score": score(result)},
-        }
-    ]
+Screened = list[tuple[CriteriaDefinition, PatientResult]]
+
+
+def study_entries(screened: Screened, as_of: date, filters: dict[str, str]) -> list[dict[str, Any]]:
+    """The searchset entries for one patient: each study they are a candidate for inside the filters,
+    best score first (served order among equals)."""
+    entries = []
+    for definition, result in screened:
+        if result.status != "candidate":
+            continue
+        study = app_study(definition)
+        if outside_filters(study, filters):
+            continue
+        entries.append(
+            {
+                "extension": [screening_extension(result, as_of)],
+                "fullUrl": full_url(study),
+                "resource": study,
+                "search": {"mode": "match", "score": score(result)},
+            }
+        )
+    return sorted(entries, key=lambda e: -e["search"]["score"])
 
 
 # --- the study as the matching app reads it -------------------------------------------------------
 
 
 @lru_cache(maxsize=8)
-def _built(nct: str) -> tuple[Study, dict[str, Any], dict[str, Any]]:
-    definition = worker_definition()
-    folder = definition.folder or study_dir(nct)  # the folder it was loaded from (--study PATH)
-    study = load_study(folder / "study.json")
+def _built(study_id: str) -> tuple[Study, dict[str, Any], dict[str, Any]]:
+    """By study id (a definition is not hashable): this worker serves each study id once."""
+    [definition] = [d for d in worker_definitions() if d.study == study_id]
+    folder = definition.folder  # the folder it was loaded from (--study PATH), else installed or configured
+    study = load_study(folder / "study.json" if folder else worker_study_file(study_id))
     built = build_study_resources(study, definition)
     return study, built.research_study, built.organization
 
 
-def app_study(nct: str) -> dict[str, Any]:
+def app_study(definition: CriteriaDefinition) -> dict[str, Any]:
     """Our published ResearchStudy, with what the app reads from a result in the shape it reads it:
     the sponsor, the eligibility text and the interventions per arm as contained resources, and the
     study type as "Study Type: ..." text (the app keeps only active interventional studies)."""
-    study, research_study, organization = _built(nct)
+    study, research_study, organization = _built(definition.study)
     proto = study.protocolSection
     out = copy.deepcopy(research_study)
     out.pop("meta", None)  # reshaped: it no longer claims our published profile
@@ -227,8 +241,8 @@ def mitre_search(body: bytes, max_entries: int, as_of: date) -> dict[str, Any]:
             _search_parameters(resource, filters)  # the protocol's search parameters, not patient data
         else:
             entries.append(entry)
-    result = screen_bundle({**data, "entry": entries}, max_entries, as_of, "getClinicalTrial")
-    return searchset(study_entries(result, as_of, filters))
+    screened = screen_bundle({**data, "entry": entries}, max_entries, as_of, "getClinicalTrial")
+    return searchset(study_entries(screened, as_of, filters))
 
 
 def _match_input(data: Any) -> tuple[dict[str, Any], dict[str, str], date | None]:
@@ -267,8 +281,20 @@ def match_operation(body: bytes, max_entries: int, today: date) -> dict[str, Any
     """ResearchStudy/$match: Parameters in, Parameters out (trialMatchOutput + one result per study)."""
     bundle, filters, as_of = _match_input(parse_json(body))
     as_of = as_of or today
-    result = screen_bundle(bundle, max_entries, as_of, "$match")
-    study = app_study(worker_definition().study)
+    screened = screen_bundle(bundle, max_entries, as_of, "$match")
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "trialMatchOutput", "resource": searchset(study_entries(screened, as_of, filters))},
+            *({"name": "result", "part": _result_parts(d, r, as_of, filters)} for d, r in screened),
+        ],
+    }
+
+
+def _result_parts(
+    definition: CriteriaDefinition, result: PatientResult, as_of: date, filters: dict[str, str]
+) -> list[dict[str, Any]]:
+    study = app_study(definition)
     parts: list[dict[str, Any]] = [
         {"name": "study", "valueReference": {"reference": f"ResearchStudy/{study['id']}"}},
         {"name": "status", "valueCode": result.status},
@@ -279,10 +305,4 @@ def match_operation(body: bytes, max_entries: int, today: date) -> dict[str, Any
     if outside:
         parts.append({"name": "outsideFilter", "valueString": outside})
     parts += [{"name": "criterion", "part": criterion_parts(c)} for c in result.criteria]
-    return {
-        "resourceType": "Parameters",
-        "parameter": [
-            {"name": "trialMatchOutput", "resource": searchset(study_entries(result, as_of, filters))},
-            {"name": "result", "part": parts},
-        ],
-    }
+    return parts

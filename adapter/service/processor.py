@@ -36,7 +36,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -46,6 +46,7 @@ from adapter.fault_points import crash_point
 from adapter.fhir.client import FhirClient, FhirError, FhirHttpError
 from adapter.fhir.parsing import references_in
 from adapter.flagging import Flagger, StudyNotPublished
+from adapter.studies import served
 from mappings.clinical.record import patients_in, resources_in
 from mappings.criteria import CriteriaDefinition
 
@@ -118,7 +119,7 @@ class Processor:
     def __init__(
         self,
         client: FhirClient,
-        definition: CriteriaDefinition,
+        definitions: CriteriaDefinition | Sequence[CriteriaDefinition],
         inbox: Inbox,
         *,
         sources: Sources | None = None,
@@ -142,7 +143,8 @@ class Processor:
     ) -> None:
         self.client = client
         self.forward_client = forward_client or client
-        self.definition = definition
+        self.definitions = served(definitions)
+        self.definition = self.definitions[0]
         self.inbox = inbox
         self.sources = sources if sources is not None else Sources()  # Sources() is falsy without keys
         self.max_attempts = max_attempts
@@ -155,11 +157,11 @@ class Processor:
         self.max_in_flight = max(1, max_in_flight)
         self.max_in_flight_bytes = max_in_flight_bytes  # payload bodies held at once (memory)
         self._held_bytes = 0
-        self.flagger = Flagger(client, definition.study)
+        self.flaggers = {d.study: Flagger(client, d.study) for d in self.definitions}
         self.sender = Sender(
             self.forward_client, timeout=timeout, seconds_per_entry=seconds_per_entry, backoff=backoff
         )
-        self.rescreener = Rescreener(client, definition, self.flagger, today)
+        self.rescreener = Rescreener(client, self.definitions, self.flaggers, today)
         self.breaker = CircuitBreaker(self._server_up, first_wait=breaker_wait)
         self.turns = Turns(concurrency)
         self.batcher: Batcher[Outgoing, dict[str, str]] = Batcher(
@@ -376,7 +378,8 @@ class Processor:
             job.payload, job.plan = {}, None  # held no longer than needed while screening waits
         # Coalesced: this payload's patients with those of every payload forwarded meanwhile.
         outcomes = await self.coalescer.request(sorted(patients))
-        screened = [o for o in outcomes.values() if o["status"] != NOT_SCREENED]
+        # One entry per (patient, study): the flags per study.
+        screened = [s for o in outcomes.values() if o["status"] != NOT_SCREENED for s in o["studies"]]
         flags: dict[str, int] = {}
         for outcome in screened:
             if "flag" in outcome:  # an ``error`` (cannot be screened) is never flagged

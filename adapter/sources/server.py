@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from adapter.fhir.client import FhirClient, FhirError
 from adapter.fhir.search import any_of, escape, query, references, token
@@ -70,12 +70,16 @@ class ServerSource:
         *,
         batch_size: int = 50,
         concurrency: int = 4,
+        also_read: Sequence[CriteriaDefinition] = (),
     ) -> None:
+        """``also_read``: other studies whose Observation codes the records carry too, so that one
+        fetch of a patient's data serves every study a worker or the service screens for."""
         self.client = client
         self.definition = definition
         self.batch_size = batch_size
         self.concurrency = concurrency
-        self._observation_codes = any_of(observation_tokens(definition))
+        tokens = [t for d in (definition, *also_read) for t in observation_tokens(d)]
+        self._observation_codes = any_of(dict.fromkeys(tokens))
         self._text_probe: bool | None = None
         self._signs = DiagnosisSigns(definition)
         self.population_method = "not searched yet"

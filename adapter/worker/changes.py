@@ -8,17 +8,15 @@ and ``GET /report`` on the worker's listener.
   the status and who set it.
 
 "Since" defaults to the start of the latest full (daily) pass: what changed since yesterday's screening.
+A worker serving several studies reports each (study, patient) pair: every item names its study.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sqlite3
-import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from html import escape
-from pathlib import Path
 from typing import Any
 
 from adapter.screening.funnel import rules_out
@@ -42,8 +40,11 @@ def _deciding(result: PatientResult) -> list[dict[str, str]]:
 
 
 def what_changed(
-    state: WorkerState, since: datetime | None = None, titles: dict[str, str] | None = None
+    state: WorkerState,
+    since: datetime | None = None,
+    titles: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
+    """``titles``: per study, each criterion's short title."""
     since = since if since is not None else default_since(state)
     titles = titles or {}
     report: dict[str, Any] = {
@@ -55,13 +56,17 @@ def what_changed(
         "reviewed": [],
     }
     for row in state.history(since):
-        _classify(row, report, titles)
+        _classify(row, report, titles.get(row.study) or {})
     return report
 
 
-def _classify(row: HistoryRow, report: dict[str, Any], titles: dict[str, str]) -> None:
+def _classify(row: HistoryRow, report: dict[str, Any], titles: Mapping[str, str]) -> None:
     now, before = row.current, row.previous
-    base = {"patient": row.patient, "changedAt": row.changed_at.isoformat(timespec="seconds")}
+    base = {
+        "study": row.study,
+        "patient": row.patient,
+        "changedAt": row.changed_at.isoformat(timespec="seconds"),
+    }
     if row.reviewed:
         report["reviewed"].append({**base, **row.reviewed})
     if now.status == "candidate" and (before is None or before.status != "candidate"):
@@ -84,6 +89,10 @@ def _classify(row: HistoryRow, report: dict[str, Any], titles: dict[str, str]) -
 # --- rendering ----------------------------------------------------------------------------------
 
 
+def _who(item: dict[str, Any]) -> str:
+    return f"{item.get('study', '')} {item['patient']}".strip()
+
+
 def to_text(report: dict[str, Any]) -> str:
     since = report["since"] or "the first pass"
     lines = [f"What changed since {since}"]
@@ -91,19 +100,19 @@ def to_text(report: dict[str, Any]) -> str:
     for item in report["newCandidates"]:
         first = " (first screened)" if item["firstScreened"] else ""
         todo = "; ".join(item["collectNext"]) or "nothing to collect: ready for review"
-        lines.append(f"  {item['patient']}{first}: collect next: {todo}")
+        lines.append(f"  {_who(item)}{first}: collect next: {todo}")
     lines.append(f"\nNewly ineligible ({len(report['newlyIneligible'])})")
     for item in report["newlyIneligible"]:
         why = "; ".join(f"{c['id']}: {c['reason']}" for c in item["ruledOutBy"])
-        lines.append(f"  {item['patient']}: {why}")
+        lines.append(f"  {_who(item)}: {why}")
     lines.append(f"\nUnknowns resolved ({len(report['unknownsResolved'])})")
     for item in report["unknownsResolved"]:
         for c in item["criteria"]:
             title = f" {c['title']}" if c["title"] else ""
-            lines.append(f"  {item['patient']}: {c['id']}{title} now {c['result']}: {c['reason']}")
+            lines.append(f"  {_who(item)}: {c['id']}{title} now {c['result']}: {c['reason']}")
     lines.append(f"\nReviewed by a person ({len(report['reviewed'])})")
     for item in report["reviewed"]:
-        lines.append(f"  {item['patient']}: reviewed, status {item.get('status')} set by {item.get('by')}")
+        lines.append(f"  {_who(item)}: reviewed, status {item.get('status')} set by {item.get('by')}")
     return "\n".join(lines) + "\n"
 
 
@@ -132,26 +141,35 @@ def to_html(report: dict[str, Any]) -> str:
         f"<h1>What changed since {e(since)}</h1>",
         table(
             "New candidates",
-            ["Patient", "Collect next"],
+            ["Patient", "Study", "Collect next"],
             [
-                [e(i["patient"]), e("; ".join(i["collectNext"]) or "nothing: ready for review")]
+                [
+                    e(i["patient"]),
+                    e(i.get("study", "")),
+                    e("; ".join(i["collectNext"]) or "nothing: ready for review"),
+                ]
                 for i in report["newCandidates"]
             ],
         ),
         table(
             "Newly ineligible",
-            ["Patient", "Ruled out by"],
+            ["Patient", "Study", "Ruled out by"],
             [
-                [e(i["patient"]), e("; ".join(f"{c['id']}: {c['reason']}" for c in i["ruledOutBy"]))]
+                [
+                    e(i["patient"]),
+                    e(i.get("study", "")),
+                    e("; ".join(f"{c['id']}: {c['reason']}" for c in i["ruledOutBy"])),
+                ]
                 for i in report["newlyIneligible"]
             ],
         ),
         table(
             "Unknowns resolved",
-            ["Patient", "Criteria now decided"],
+            ["Patient", "Study", "Criteria now decided"],
             [
                 [
                     e(i["patient"]),
+                    e(i.get("study", "")),
                     e("; ".join(f"{c['id']} {c['result']}: {c['reason']}" for c in i["criteria"])),
                 ]
                 for i in report["unknownsResolved"]
@@ -159,8 +177,11 @@ def to_html(report: dict[str, Any]) -> str:
         ),
         table(
             "Reviewed by a person (never changed by the adapter)",
-            ["Patient", "Status", "Set by"],
-            [[e(i["patient"]), e(i.get("status")), e(i.get("by"))] for i in report["reviewed"]],
+            ["Patient", "Study", "Status", "Set by"],
+            [
+                [e(i["patient"]), e(i.get("study", "")), e(i.get("status")), e(i.get("by"))]
+                for i in report["reviewed"]
+            ],
         ),
         "</main></body></html>\n",
     ]
@@ -173,50 +194,3 @@ def render(report: dict[str, Any], fmt: str) -> str:
     if fmt == "html":
         return to_html(report)
     return to_text(report)
-
-
-# --- trial-adapter report ----------------------------------------------------------------------
-
-
-def add_report_command(commands: Any) -> None:
-    p = commands.add_parser(
-        "report",
-        help="what changed since the last pass, from a worker's state (no server needed)",
-        description="New candidates, patients who became ineligible, unknowns resolved and patients a person "
-        "reviewed, from the worker's SQLite state. By default since the start of the latest full (daily) pass.",
-    )
-    p.add_argument("--state", type=Path, required=True, metavar="FILE", help="the worker's SQLite state file")
-    p.add_argument(
-        "--since", type=_when, metavar="DATETIME", help="ISO date or date-time (default: last full pass)"
-    )
-    p.add_argument("--format", choices=FORMATS, default="text", help="text (default), json or html")
-    p.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
-    p.set_defaults(func=cmd_report)
-
-
-def _when(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date or date-time: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from adapter.cli import CliError, _criteria, write_output
-    from adapter.screening.wording import titles
-
-    if not args.state.is_file():
-        raise CliError(f"no worker state at {args.state}")
-    try:
-        state = WorkerState(args.state)
-        try:
-            report = what_changed(state, args.since, titles(_criteria(args.study)))
-        finally:
-            state.close()
-    except sqlite3.DatabaseError:
-        raise CliError(f"{args.state} is not a worker state file") from None
-    write_output(render(report, args.format), args.output)
-    if args.output is not None:
-        print(f"wrote {args.output}", file=sys.stderr)
-    return 0

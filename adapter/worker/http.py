@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from adapter.screening.wording import titles
 from adapter.sources.server import observation_tokens, population_tokens
 from mappings.clinical.record import patients_in, resources_in
 from mappings.clinical.resource_types import SUBJECT_ELEMENT
+from mappings.criteria import CriteriaDefinition
 
 from .changes import render as render_changes
 from .changes import what_changed
@@ -38,7 +40,10 @@ MAX_NOTIFICATION_BYTES = 5_000_000
 
 def build_app(worker: Worker, notify_secret: str) -> Starlette:
     async def healthz(request: Request) -> Response:
-        status = worker.status.as_dict() | {"counts": worker.state.counts()}
+        status = worker.status.as_dict() | {
+            "counts": worker.state.counts(),
+            "studies": worker.state.counts_by_study(),
+        }
         healthy = worker.status.consecutive_failures == 0
         return JSONResponse(status, status_code=200 if healthy else 503)
 
@@ -74,7 +79,7 @@ def build_app(worker: Worker, notify_secret: str) -> Starlette:
             except ValueError:
                 return outcome_response(400, "value", "since: not an ISO date or date-time")
             since = since if since.tzinfo else since.replace(tzinfo=UTC)
-        changes = what_changed(worker.state, since, titles(worker.definition))
+        changes = what_changed(worker.state, since, {d.study: titles(d) for d in worker.definitions})
         fmt = request.query_params.get("format", "json")
         if fmt == "html":
             return HTMLResponse(render_changes(changes, "html"))
@@ -92,13 +97,14 @@ def build_app(worker: Worker, notify_secret: str) -> Starlette:
 
 
 def subscription_criteria(worker: Worker) -> list[str]:
-    """What the worker subscribes to: new leukaemia Conditions, the Observations the criteria read, and
-    every other type whose changes can change a result (filtered by population on arrival)."""
-    definition = worker.definition
-    criteria = [
-        f"Condition?code={any_of(population_tokens(definition))}",
-        f"Observation?code={any_of(observation_tokens(definition))}",
-    ]
+    """What the worker subscribes to: new Conditions of any study's population, the Observations any
+    study's criteria read, and every other type whose changes can change a result (filtered by
+    population on arrival)."""
+
+    def union(tokens: Callable[[CriteriaDefinition], list[str]]) -> str:
+        return any_of(dict.fromkeys(t for d in worker.definitions for t in tokens(d)))
+
+    criteria = [f"Condition?code={union(population_tokens)}", f"Observation?code={union(observation_tokens)}"]
     criteria += [f"{t}?" for t in SUBJECT_ELEMENT if t not in ("Condition", "Observation")]
     return [*criteria, "Patient?"]
 
@@ -112,7 +118,8 @@ async def ensure_subscriptions(client: FhirClient, worker: Worker, endpoint: str
         subscription: dict[str, Any] = {
             "resourceType": "Subscription",
             "status": "requested",
-            "reason": f"trial-adapter worker: re-screen {worker.definition.study} candidates on change",
+            "reason": "trial-adapter worker: re-screen "
+            f"{', '.join(d.study for d in worker.definitions)} candidates on change",
             "criteria": criteria,
             "channel": {
                 "type": "rest-hook",

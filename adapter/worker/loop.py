@@ -1,5 +1,8 @@
 """The worker loop: a full screening, then incremental passes over what changed, flags written back.
 
+- Several studies at once: each patient of the union of the studies' populations (each study's own
+  concept sets) is fetched once and screened against every study; each study has its own Flagger, so a
+  candidate gets one ResearchSubject (and Task, Provenance) per study; the state is kept per study.
 - A full pass runs at start and whenever the date changes (results depend on the as-of date).
 - An incremental pass asks, for the ALL population only, which patients' data changed since the
   checkpoint (minus an overlap, so nothing falls between two polls), plus new leukaemia Conditions,
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -27,7 +30,9 @@ from adapter.fhir.search import any_of, escape, query
 from adapter.flagging import Flagger
 from adapter.pipeline import Pipeline
 from adapter.screening.engine import Screener
+from adapter.screening.results import PatientResult
 from adapter.sources.server import PAGE_SIZE, ServerSource
+from adapter.studies import served
 from mappings.clinical.record import patients_in
 from mappings.clinical.resource_types import SUBJECT_ELEMENT
 from mappings.criteria import CriteriaDefinition
@@ -76,19 +81,24 @@ class Worker:
     def __init__(
         self,
         client: FhirClient,
-        definition: CriteriaDefinition,
+        definitions: CriteriaDefinition | Sequence[CriteriaDefinition],
         state: WorkerState,
         config: WorkerConfig | None = None,
         *,
         today: Callable[[], date] = date.today,
     ) -> None:
         self.client = client
-        self.definition = definition
+        self.definitions = served(definitions)
+        self.definition = self.definitions[0]
         self.state = state
         self.config = config or WorkerConfig()
         self.today = today
-        self.source = ServerSource(client, definition, batch_size=self.config.batch_size)
-        self.flagger = Flagger(client, definition.study)
+        batch = self.config.batch_size
+        # Each study's population by its own concept sets; the records once, with every study's codes.
+        self.populations = [ServerSource(client, d, batch_size=batch) for d in self.definitions]
+        self.source = ServerSource(client, self.definition, batch_size=batch, also_read=self.definitions[1:])
+        self.flaggers = {d.study: Flagger(client, d.study) for d in self.definitions}
+        self.flagger = self.flaggers[self.definition.study]
         self.status = WorkerStatus()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -151,14 +161,15 @@ class Worker:
         started = _now()
         self.status.state = "screening"
         self.status.last_pass_started = started.isoformat()
-        await self.flagger.prepare()
+        for flagger in self.flaggers.values():
+            await flagger.prepare()
         checkpoint = self.state.checkpoint()
         full = checkpoint is None or self.state.get("full_pass_day") != as_of.isoformat()
         notified, self._pending = self._pending, set()
         self.status.pending_notifications = 0
         try:
             if full:
-                found = await self.source.population()
+                found = await self.population()
                 self.state.add_population(found)
                 targets = self.state.population()
             else:
@@ -183,41 +194,53 @@ class Worker:
         self.status.passes += 1
         self.status.last_pass_finished = _now().isoformat()
 
+    async def population(self, since: str | None = None) -> list[str]:
+        """The union of the studies' populations (changed since ``since`` when given)."""
+        found: set[str] = set()
+        for source in self.populations:
+            found.update(await source.population(since=since))
+        return sorted(found)
+
     async def screen_and_flag(self, patient_ids: list[str], as_of: date) -> None:
         if not patient_ids:
             return
-        pipeline = Pipeline(Screener(self.definition, as_of))
-        async for result in pipeline.results(self.source.records(patient_ids)):
+        pipelines = [(d.study, Pipeline(Screener(d, as_of))) for d in self.definitions]
+        async for record in self.source.records(patient_ids):
             if self.stopping:
                 return
             self.status.screened += 1
-            if result.status == "error":
-                # Logged by the pipeline (ids only). Never flagged, and the flag stays as it was (an
-                # unreadable record is no reason to withdraw one); the pass goes on and the checkpoint
-                # advances, so the patient is screened again when their data changes.
-                self.status.errors += 1
-                continue
-            digest = result_digest(result, as_of.isoformat())
-            if self.state.last_digest(result.patient) == digest:
-                continue  # same result as last time: no write
-            crash_point("worker-before-flag")
-            outcome = await self.flagger.apply(result)
-            crash_point("worker-after-flag-write")
-            self.status.actions[outcome.action] = self.status.actions.get(outcome.action, 0) + 1
-            if outcome.action not in ("unchanged", "not-flagged", "left-alone"):
-                self.status.flag_writes += 1
-            reviewed = None
-            if outcome.action == "left-alone" and outcome.research_subject:
-                reviewed = await reviewed_by(self.client, outcome.research_subject, self.flagger.device_ref)
-            # Saved only after the flag is on the server: a crash in between repeats an idempotent flag.
-            self.state.record(result, digest, outcome.action, _now(), reviewed)
+            for study, pipeline in pipelines:  # one fetch of the patient serves every study
+                await self._flag(study, pipeline.screen(record), as_of)
+
+    async def _flag(self, study: str, result: PatientResult, as_of: date) -> None:
+        if result.status == "error":
+            # Logged by the pipeline (ids only). Never flagged, and the flag stays as it was (an
+            # unreadable record is no reason to withdraw one); the pass goes on and the checkpoint
+            # advances, so the patient is screened again when their data changes.
+            self.status.errors += 1
+            return
+        digest = result_digest(result, as_of.isoformat())
+        if self.state.last_digest(study, result.patient) == digest:
+            return  # same result as last time: no write
+        flagger = self.flaggers[study]
+        crash_point("worker-before-flag")
+        outcome = await flagger.apply(result)
+        crash_point("worker-after-flag-write")
+        self.status.actions[outcome.action] = self.status.actions.get(outcome.action, 0) + 1
+        if outcome.action not in ("unchanged", "not-flagged", "left-alone"):
+            self.status.flag_writes += 1
+        reviewed = None
+        if outcome.action == "left-alone" and outcome.research_subject:
+            reviewed = await reviewed_by(self.client, outcome.research_subject, flagger.device_ref)
+        # Saved only after the flag is on the server: a crash in between repeats an idempotent flag.
+        self.state.record(study, result, digest, outcome.action, _now(), reviewed)
 
     async def changed_patients(self, since: datetime) -> set[str]:
         """Population patients with any relevant change since ``since``, and new ALL patients."""
         stamp = since.astimezone(UTC).isoformat(timespec="seconds")
         touched: set[str] = set()
         # The same population search as a full pass (codes, local codes, ALL wording), since the stamp.
-        newcomers = set(await self.source.population(since=stamp))
+        newcomers = set(await self.population(since=stamp))
         if newcomers:
             self.state.add_population(newcomers)
             touched |= newcomers

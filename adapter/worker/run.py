@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from adapter.errors import UsageError
 from adapter.fhir.client import FhirClient
 from adapter.httpserver import EmbeddedServer, parse_listen
 from adapter.settings import current as environment
+from adapter.studies import served
 from mappings.criteria import CriteriaDefinition
 
 from .http import NOTIFY_PATH, build_app, ensure_subscriptions
@@ -25,19 +25,16 @@ log = logging.getLogger(__name__)
 
 
 async def run_worker(
-    args: argparse.Namespace,
-    client: FhirClient,
-    definitions: Sequence[CriteriaDefinition] | CriteriaDefinition,
+    args: argparse.Namespace, client: FhirClient, definitions: Sequence[CriteriaDefinition]
 ) -> int:
-    studies = [definitions] if isinstance(definitions, CriteriaDefinition) else list(definitions)
-    if len(studies) != 1:  # the multi-study worker replaces this guard
-        raise UsageError("serving several studies at once needs the multi-study worker; give one --study")
-    definition = studies[0]
-    state = WorkerState(args.state)
+    """One worker for every study given (one ``--study`` each)."""
+    studies = served(definitions)
+    # An older state file was written for one study: the first given (see state.py).
+    state = WorkerState(args.state, legacy_study=studies[0].study)
     config = WorkerConfig(
         interval=args.interval, overlap=args.overlap, batch_size=args.batch_size, once=args.once
     )
-    worker = Worker(client, definition, state, config)
+    worker = Worker(client, studies, state, config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)

@@ -14,7 +14,7 @@ LOCAL = "http://hospital.example/dx"
 
 
 def rescreener(defn: Any) -> Rescreener:
-    return Rescreener(client=None, definition=defn, flagger=None)  # type: ignore[arg-type]
+    return Rescreener(client=None, definitions=defn, flaggers={})  # type: ignore[arg-type]
 
 
 def test_text_only_header_coded_and_local_coded_all_are_in_the_population(tmp_path):

@@ -16,6 +16,7 @@ from tests.unit.conftest import PLATELETS, candidate_resources, obs, record_of, 
 
 BASE = "http://fhir.test/r4"
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+STUDY = "NCT06849401"
 
 
 def result(*resources):
@@ -34,13 +35,13 @@ def test_new_candidate_unknown_resolved_newly_ineligible_and_reviewed(tmp_path):
     low = result(*without_platelets(), obs(PLATELETS, 5, "10*9/L", ago=0))
     assert stale.status == fresh.status == "candidate" and low.status == "not-eligible"
     state.put(FULL_PASS_STARTED, T0.isoformat())
-    state.record(stale, result_digest(stale, "d"), "flagged", T0 + timedelta(minutes=1))
+    state.record(STUDY, stale, result_digest(stale, "d"), "flagged", T0 + timedelta(minutes=1))
     first = what_changed(state)
     assert [i["firstScreened"] for i in first["newCandidates"]] == [True]
     assert any(i.startswith("platelets dated 2026-11-16") for i in first["newCandidates"][0]["collectNext"])
 
-    state.record(fresh, result_digest(fresh, "d"), "task-updated", T0 + timedelta(minutes=10))
-    second = what_changed(state, T0 + timedelta(minutes=5), {"exclusion-13": "Platelets too low"})
+    state.record(STUDY, fresh, result_digest(fresh, "d"), "task-updated", T0 + timedelta(minutes=10))
+    second = what_changed(state, T0 + timedelta(minutes=5), {STUDY: {"exclusion-13": "Platelets too low"}})
     assert second["newCandidates"] == []
     [item] = second["unknownsResolved"]
     assert item["criteria"] == [
@@ -52,7 +53,7 @@ def test_new_candidate_unknown_resolved_newly_ineligible_and_reviewed(tmp_path):
         }
     ]
     reviewed = {"status": "on-study", "by": "Dr Li", "at": "2026-11-23T09:00:00Z"}
-    state.record(low, result_digest(low, "d"), "left-alone", T0 + timedelta(minutes=20), reviewed)
+    state.record(STUDY, low, result_digest(low, "d"), "left-alone", T0 + timedelta(minutes=20), reviewed)
     third = what_changed(state, T0 + timedelta(minutes=15))
     assert [c["id"] for c in third["newlyIneligible"][0]["ruledOutBy"]] == ["exclusion-13"]
     assert third["reviewed"][0]["by"] == "Dr Li" and third["reviewed"][0]["status"] == "on-study"
