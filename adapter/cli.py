@@ -343,11 +343,15 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
     definition = _criteria(args.study, args.concept_map)
     progress = _progress(sys.stderr.isatty() and not args.quiet)
+    if args.population_group and not args.fhir_url:
+        raise UsageError("--population-group needs --fhir-url")
     if args.fhir_url:
 
         async def run() -> Any:
             async with _client(args) as client:
-                return await screen_server(client, definition, args.as_of, progress)
+                return await screen_server(
+                    client, definition, args.as_of, progress, population_group=args.population_group
+                )
 
         report = asyncio.run(run())
     else:
@@ -487,6 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="NDJSON export: processes to screen with (default: all cores, at most one per 200 patients of "
         "the ALL population, as each reads the whole export)",
+    )
+    p_screen.add_argument(
+        "--population-group",
+        metavar="Group/ID",
+        help="with --fhir-url: screen this Group's Patient members (e.g. an mCODE cohort) instead of the "
+        "Condition search; unreachable members are reported in summary.population",
     )
     _server_options(p_screen, required=False)
     p_screen.set_defaults(func=cmd_screen)

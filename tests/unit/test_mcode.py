@@ -186,3 +186,41 @@ def _date(text: str) -> Any:
     from datetime import date
 
     return date.fromisoformat(text)
+
+
+class _FakeServer:
+    """Answers one read: the Group (unit test of the member reading; HAPI in tests/integration)."""
+
+    def __init__(self, resource: dict[str, Any]) -> None:
+        self.resource = resource
+
+    async def get_json(self, path: str) -> dict[str, Any]:
+        return self.resource
+
+
+def test_group_members_unreachable_ones_are_reported() -> None:
+    import asyncio
+
+    from adapter.errors import UsageError
+    from adapter.sources.group import group_population, not_returned
+
+    group = {
+        "resourceType": "Group",
+        "member": [
+            {"entity": {"reference": "Patient/a"}},
+            {"entity": {"reference": "http://example.org/fhir/Patient/b/_history/2"}},
+            {"entity": {"reference": "Patient/c"}, "inactive": True},
+            {"entity": {"reference": "Specimen/s1"}},
+            {"entity": {"display": "name only"}},
+        ],
+    }
+    found = asyncio.run(group_population(_FakeServer(group), "Group/g"))  # type: ignore[arg-type]
+    assert found.patients == ["a", "b"]
+    assert found.unreachable == ["Patient/c", "Specimen/s1", "(member without a reference)"]
+    not_returned(found, {"a"})
+    assert found.unreachable[-1] == "Patient/b"
+    assert "5 unreachable members" not in found.method() and "4 unreachable members" in found.method()
+    with pytest.raises(UsageError):
+        asyncio.run(group_population(_FakeServer({"resourceType": "Patient"}), "Group/g"))  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        asyncio.run(group_population(_FakeServer(group), "Group/../x"))  # type: ignore[arg-type]
