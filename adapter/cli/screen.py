@@ -21,11 +21,15 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
     criteria = definition(args)
     progress = progress_of(sys.stderr.isatty() and not args.quiet)
+    if args.population_group and not args.fhir_url:
+        raise UsageError("--population-group needs --fhir-url")
     if args.fhir_url:
 
         async def run() -> Any:
             async with client_of(args) as client:
-                return await screen_server(client, criteria, args.as_of, progress)
+                return await screen_server(
+                    client, criteria, args.as_of, progress, population_group=args.population_group
+                )
 
         report = asyncio.run(run())
     else:
@@ -121,6 +125,12 @@ def add_screen_command(commands: Any) -> None:
         metavar="N",
         help="NDJSON export: processes to screen with (default: all cores, at most one per 200 patients of "
         "the study population, as each reads the whole export)",
+    )
+    p_screen.add_argument(
+        "--population-group",
+        metavar="Group/ID",
+        help="with --fhir-url: screen this Group's Patient members (e.g. an mCODE cohort) instead of the "
+        "Condition search; unreachable members are reported in summary.population",
     )
     p_screen.add_argument(
         "--engine",

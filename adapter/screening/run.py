@@ -11,6 +11,7 @@ from adapter.fhir.client import FhirClient
 from adapter.pipeline import Pipeline, Progress
 from adapter.sources.export import screen_export
 from adapter.sources.files import load_records
+from adapter.sources.group import group_population, not_returned
 from adapter.sources.server import ServerSource
 from mappings.clinical.record import PatientRecord
 from mappings.criteria import CriteriaDefinition
@@ -90,10 +91,15 @@ def screen_files(
 
 
 async def screen_server(
-    client: FhirClient, definition: CriteriaDefinition, as_of: date, progress: Progress | None = None
+    client: FhirClient,
+    definition: CriteriaDefinition,
+    as_of: date,
+    progress: Progress | None = None,
+    population_group: str | None = None,
 ) -> ScreeningReport:
     source = ServerSource(client, definition)
-    population = await source.population()
+    group = await group_population(client, population_group) if population_group else None
+    population = group.patients if group else await source.population()
     unmapped = UnmappedCollector(definition)
     pipeline = Pipeline(
         Screener(definition, as_of), unmapped=unmapped, progress=progress, total=len(population)
@@ -104,4 +110,7 @@ async def screen_server(
         # A leukaemia Condition whose Patient the server does not return: nothing to screen, but say so.
         log.warning("patients referenced but not found", extra={"count": missing})
     log.info("server requests", extra={"requests": client.requests_sent, "bytes": client.bytes_received})
+    if group:  # a member the server does not return is reported, not dropped
+        not_returned(group, {r.patient.removeprefix("Patient/") for r in results})
+        return report_for(definition, as_of, results, unmapped, group.method())
     return report_for(definition, as_of, results, unmapped, source.population_method)

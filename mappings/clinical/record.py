@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .mcode import with_histology
 from .resource_types import SUBJECT_ELEMENT
 
 _LITERAL_REF = re.compile(
@@ -44,6 +45,13 @@ class PatientRecord:
     resources: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     medications: dict[str, dict[str, Any]] = field(default_factory=dict)
     _obs_index: dict[tuple[str, str], list[dict[str, Any]]] | None = None
+
+    def __post_init__(self) -> None:
+        # mCODE: a cancer's morphology (histology-morphology-behavior extension) is a code of its
+        # Condition, read here once so that every kind sees it.
+        conditions = self.resources.get("Condition")
+        if conditions:
+            self.resources["Condition"] = [with_histology(c) for c in conditions]
 
     def of_type(self, resource_type: str) -> list[dict[str, Any]]:
         return self.resources.get(resource_type, [])

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from mappings.clinical.dates import day_of, effective_day, years_between
+from mappings.clinical.mcode import answer_score
 from mappings.clinical.record import PatientRecord
 from mappings.clinical.tri import MET, NOT_MET, UNKNOWN
 from mappings.clinical.units import compare, convert, ucum_code
@@ -243,6 +244,9 @@ def _numeric_value(obs: dict[str, Any]) -> tuple[float | None, str | None, str |
     if isinstance(obs.get("valueInteger"), int) and not isinstance(obs.get("valueInteger"), bool):
         return float(obs["valueInteger"]), None, None
     concept = obs.get("valueCodeableConcept")
+    score = answer_score(obs)  # a LOINC answer (ECOG, Karnofsky) from a verified table
+    if score is not None:
+        return float(score), None, None
     if isinstance(concept, dict):
         for coding in concept.get("coding") or ():
             for ext in coding.get("extension") or ():
