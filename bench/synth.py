@@ -34,7 +34,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from adapter.samples.sample_population import (
+from adapter.samples.vocabulary import (
     ALL_REFRACTORY,
     ALL_RELAPSE,
     ALT,
