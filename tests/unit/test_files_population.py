@@ -22,7 +22,7 @@ from adapter.sources.population import DecidingObservations, PopulationSigns, ob
 from bench.dense import dense_person, leukaemia_patient
 from bench.synth import Options
 from mappings.clinical.record import PatientRecord
-from tests.unit.conftest import (
+from tests.support.clinical import (
     AS_OF,
     CREATININE_MASS,
     CREATININE_MOLES,

@@ -35,7 +35,7 @@ from adapter.sources.server import ServerSource
 from mappings import study as study_module
 from mappings.criteria import CriteriaDefinitionError, load_criteria, parse_criteria
 from mappings.study import StudyDefinitionError, load_study
-from tests.unit.conftest import CD7_LOCAL, candidate_resources, definition, obs, patient
+from tests.support.clinical import CD7_LOCAL, candidate_resources, definition, obs, patient
 
 STUDY = Path(study_module.STUDIES_ROOT) / "NCT06849401"
 AS_OF = "2026-11-23"

@@ -17,7 +17,7 @@ from adapter.service.app import ServiceSettings, create_app
 from adapter.service.matching import HIGH, SCREENING_EXTENSION, score
 from adapter.service.matching_routes import check_origins
 from adapter.service.sources import Sources
-from tests.unit.conftest import AS_OF, candidate_resources, definition
+from tests.support.clinical import AS_OF, candidate_resources, definition
 
 KEY = "match-key-0123456789abcdef"
 APP_REQUEST = Path(__file__).parent.parent / "support" / "matching" / "app_request.json"

@@ -11,7 +11,7 @@ from adapter.screening.funnel import build_funnel, rules_out
 from adapter.screening.resolve import Resolver, collect_next, with_resolve
 from adapter.screening.results import CriterionResult, Need, PatientResult, Resolve, ScreeningReport
 from adapter.screening.wording import number, prose, threshold
-from tests.unit.conftest import (
+from tests.support.clinical import (
     AS_OF,
     ECOG,
     PLATELETS,
