@@ -6,8 +6,10 @@ and its eligibility criteria (Group) as plain JSON dicts that conform to the ada
 ``adapter.fhir.transaction.transaction_bundle`` wraps them in an idempotent transaction (conditional
 updates on business identifiers, ValueSets on their canonical url, ``urn:uuid`` references between them).
 
-Every study fact comes from the study files; this module only holds terminology (code systems, the codes
-used for each kind of criterion, the v2 -> FHIR value maps). Every resource is validated against the
+Every study fact comes from the study files; the code only holds terminology (code systems, the codes
+used for each kind of criterion, the v2 -> FHIR value maps). The ResearchStudy is built in
+``mappings.research_study``, the PlanDefinition in ``mappings.plan_definition``, what they share in
+``mappings.publication``; this module assembles them with the Group and the Organization. Every resource is validated against the
 ``fhir.resources`` R4B model before it is returned, and the output is deterministic: building twice gives
 byte-identical JSON (no timestamps, no random ids, no reordering).
 """
