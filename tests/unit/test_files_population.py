@@ -387,7 +387,7 @@ def test_a_line_is_beaten_only_when_provably_older_for_each_of_its_codes():
 
 
 def _hostile_cases() -> list[Any]:
-    from tests.unit.test_hostile_input import BAD
+    from tests.support.hostile import BAD
 
     return BAD
 
@@ -399,7 +399,7 @@ def _hostile_cases() -> list[Any]:
 def test_a_broken_export_is_the_same_clear_error_with_workers_and_all_patients(
     case, options, tmp_path, capsys
 ):
-    from tests.unit.test_hostile_input import assert_one_line_error, bad_texts, write_ndjson
+    from tests.support.hostile import assert_one_line_error, bad_texts, write_ndjson
 
     folder = write_ndjson(tmp_path / "export", bad_texts(case))
     output = tmp_path / "report.json"
