@@ -14,12 +14,12 @@ import traceback
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from pathlib import Path
 
+from adapter.collector import collector_paused
 from adapter.fhir.parsing import fhir_problem
 from adapter.screening.engine import Screener
 from adapter.screening.resolve import with_resolve
 from adapter.screening.results import PatientResult
 from adapter.screening.unmapped import UnmappedCollector
-from adapter.sources.files import collector_paused
 from mappings.clinical.record import PatientRecord, resource_key
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench.synth import BM_BLASTS, LVEF, Options, PatientBuilder, _dumps, patient_resources
+from adapter.samples.vocabulary import BM_BLASTS, LVEF
+from bench.synth import Options, PatientBuilder, _dumps, patient_resources
 
 CACHE = Path.home() / ".cache" / "trial-adapter-bench"
 SYNTHEA = "org.mitre.synthea:synthea:3.3.0"

@@ -38,10 +38,10 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.integration.test_service import MRN, engine_bundle
 from tests.support.hapi import build_jar, start_hapi
 from tests.support.hl7v2 import adt
-from tests.support.service import free_port
+from tests.support.server import engine_bundle
+from tests.support.service import MRN, free_port
 
 KEY = "bench-key-0123456789abcdef"
 RESULTS = Path(__file__).resolve().parent / "results"

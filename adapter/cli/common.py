@@ -128,7 +128,7 @@ def _criteria(
 def auth_of(args: argparse.Namespace) -> Any:
     """SMART Backend Services when asked for (settings from SMART_* variables), else a bearer token."""
     if getattr(args, "smart", False):
-        from adapter.fhir.smart import smart_auth_from_env
+        from adapter.fhir.smart_env import smart_auth_from_env
 
         return smart_auth_from_env(fhir_base_url=args.fhir_url)
     return bearer_from(args.token_env, args.token_file)

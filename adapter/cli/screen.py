@@ -75,7 +75,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
 
 def _screen_on_spark(args: argparse.Namespace, criteria: Any) -> Any:
-    from adapter.sources.spark import screen_files_spark
+    from adapter.screening.run import screen_files_spark
 
     if args.sample or args.source.endswith(".json") or args.workers is not None:
         raise UsageError("--engine spark screens a Bulk Data NDJSON export (--source); no --workers")

@@ -13,197 +13,60 @@ fhirpy 2.3.1 is kept for its search-set builder and resource API, and compensate
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
-import ssl
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 from fhirpy import AsyncFHIRClient
-from fhirpy.base.exceptions import (
-    AuthorizationError,
-    ForbiddenError,
-    MultipleResourcesFound,
-    OperationOutcome,
-    ResourceNotFound,
-)
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity import AsyncRetrying, stop_after_attempt, stop_after_delay
 
-from adapter.errors import ServerError
 from adapter.fhir import FHIR_JSON
+from adapter.fhir.http_errors import (
+    ERROR_BY_STATUS,
+    FhirConflict,
+    FhirConnectionError,
+    FhirError,
+    FhirForbidden,
+    FhirHttpError,
+    FhirInvalidResponse,
+    FhirNotFound,
+    FhirOperationError,
+    FhirPagingError,
+    FhirPreconditionFailed,
+    FhirUnauthorized,
+    response_json,
+)
+from adapter.fhir.retry import NO_RETRY, RetryPolicy, certificate_error, parse_retry_after, retryable
+
+# Callers import the errors and the retry policy from the client (they live in http_errors.py and retry.py).
+__all__ = [
+    "NO_RETRY",
+    "Auth",
+    "FhirClient",
+    "FhirConflict",
+    "FhirConnectionError",
+    "FhirError",
+    "FhirForbidden",
+    "FhirHttpError",
+    "FhirInvalidResponse",
+    "FhirNotFound",
+    "FhirOperationError",
+    "FhirPagingError",
+    "FhirPreconditionFailed",
+    "FhirUnauthorized",
+    "RetryPolicy",
+    "certificate_error",
+    "parse_retry_after",
+]
 
 log = logging.getLogger(__name__)
-
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-# Statuses that say the server did not act on the request, so even a non-idempotent one may be resent.
-NOT_PROCESSED_STATUS = frozenset({429, 503})
 
 
 class Auth(Protocol):
     async def headers(self) -> dict[str, str]: ...
-
-
-class FhirError(ServerError):
-    """Any failure talking to a FHIR server; ``str()`` is one readable line."""
-
-
-class FhirConnectionError(FhirError):
-    pass
-
-
-class FhirPagingError(FhirError):
-    pass
-
-
-class FhirInvalidResponse(FhirError):
-    """A successful status whose body is not the JSON it should be (e.g. cut short, or an HTML page)."""
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:  # JSONDecodeError, UnicodeDecodeError
-        request = response.request
-        raise FhirInvalidResponse(
-            f"invalid JSON in the HTTP {response.status_code} answer to {request.method} {request.url.path} "
-            f"({len(response.content)} bytes)"
-        ) from None
-
-
-class FhirHttpError(FhirError):
-    def __init__(
-        self,
-        status: int,
-        method: str,
-        url: str,
-        outcome: dict[str, Any] | None = None,
-        retry_after: float | None = None,
-        body: str = "",
-    ) -> None:
-        self.status = status
-        self.method = method
-        self.url = url
-        self.outcome = outcome
-        self.retry_after = retry_after
-        self.body = body
-        super().__init__(self.describe())
-
-    def __str__(self) -> str:  # fhirpy's OperationOutcome would render JSON; we want one line
-        return self.describe()
-
-    def diagnostics(self) -> str:
-        issues = (self.outcome or {}).get("issue") or []
-        parts = []
-        for issue in issues:
-            text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code")
-            if text:
-                parts.append(f"{issue.get('severity', 'error')}: {text}")
-        if parts:
-            return "; ".join(parts)
-        return " ".join(self.body.split())[:300]
-
-    def describe(self) -> str:
-        path = urlsplit(self.url).path  # no query string: search values can be patient data
-        detail = self.diagnostics()
-        return f"HTTP {self.status} from {self.method} {path}" + (f": {detail}" if detail else "")
-
-
-# fhirpy callers catch fhirpy's own exception types; ours are both.
-class FhirNotFound(FhirHttpError, ResourceNotFound):
-    pass
-
-
-class FhirUnauthorized(FhirHttpError, AuthorizationError):
-    pass
-
-
-class FhirForbidden(FhirHttpError, ForbiddenError):
-    pass
-
-
-class FhirPreconditionFailed(FhirHttpError, MultipleResourcesFound):
-    pass
-
-
-class FhirConflict(FhirHttpError):
-    """409: e.g. an If-Match on a version that is no longer current (HAPI answers that with 409)."""
-
-
-class FhirOperationError(FhirHttpError, OperationOutcome):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        FhirHttpError.__init__(self, *args, **kwargs)
-        self.resource = self.outcome or {}
-
-
-_ERROR_BY_STATUS: dict[int, type[FhirHttpError]] = {
-    401: FhirUnauthorized,
-    403: FhirForbidden,
-    404: FhirNotFound,
-    410: FhirNotFound,
-    409: FhirConflict,
-    412: FhirPreconditionFailed,
-}
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5
-    max_wait: float = 30.0  # one wait, including a server's Retry-After (longer ones are capped)
-    total: float = 120.0  # all attempts together
-    base: float = 0.5
-
-    def wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        backoff = min(self.max_wait, self.base * 2 ** (state.attempt_number - 1))
-        if isinstance(error, FhirHttpError) and error.retry_after is not None:
-            return min(self.max_wait, max(error.retry_after, 0.0))
-        return backoff
-
-
-NO_RETRY = RetryPolicy(attempts=1)
-
-
-def certificate_error(error: BaseException) -> ssl.SSLCertVerificationError | None:
-    """The certificate failure behind a connection error, if that is what it is (never retried)."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _retryable(idempotent: bool) -> Any:
-    def check(error: BaseException) -> bool:
-        if certificate_error(error) is not None:
-            return False  # a wrong certificate does not fix itself
-        if isinstance(error, FhirHttpError):
-            allowed = RETRYABLE_STATUS if idempotent else NOT_PROCESSED_STATUS
-            return error.status in allowed
-        if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-            return True  # never reached the server
-        return idempotent and isinstance(error, httpx.TransportError)
-
-    return retry_if_exception(check)
 
 
 def _refreshable(auth: Auth | None) -> bool:
@@ -297,7 +160,7 @@ class FhirClient(AsyncFHIRClient):
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts) | stop_after_delay(self.retry.total),
             wait=self.retry.wait,
-            retry=_retryable(idempotent),
+            retry=retryable(idempotent),
             reraise=True,
             sleep=self._sleep,
             before_sleep=lambda state: log.warning(
@@ -364,7 +227,7 @@ class FhirClient(AsyncFHIRClient):
                 outcome = parsed
         except ValueError:
             pass
-        error_type = _ERROR_BY_STATUS.get(response.status_code, FhirOperationError)
+        error_type = ERROR_BY_STATUS.get(response.status_code, FhirOperationError)
         raise error_type(
             response.status_code,
             method,
@@ -389,7 +252,7 @@ class FhirClient(AsyncFHIRClient):
         response = await self.request(
             method, path, params=_flatten(params), json_body=data, headers=extra_headers
         )
-        parsed = _json(response) if response.content else None
+        parsed = response_json(response) if response.content else None
         return (parsed, response.status_code) if returning_status else parsed
 
     # --- conveniences -----------------------------------------------------------------------------
@@ -398,7 +261,7 @@ class FhirClient(AsyncFHIRClient):
         self, path: str, params: Mapping[str, Any] | list[tuple[str, str]] | None = None
     ) -> Any:
         response = await self.request("GET", path, params=params)
-        return _json(response)
+        return response_json(response)
 
     async def pages(
         self, path: str, params: Mapping[str, Any] | list[tuple[str, str]] | None = None
@@ -469,7 +332,7 @@ class FhirClient(AsyncFHIRClient):
         """POST a transaction/batch Bundle to the base. Pass ``idempotent=True`` only for one made of
         conditional or PUT requests, which may safely be resent after a lost answer."""
         response = await self.request("POST", "", json_body=bundle, idempotent=idempotent)
-        return _json(response)
+        return response_json(response)
 
 
 def _flatten(params: dict | None) -> list[tuple[str, str]] | None:

@@ -18,143 +18,38 @@ Secrets (the private key, assertions, access tokens) are never logged and never 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import jwt
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 
-from adapter.fhir.auth import CredentialError
-from adapter.fhir.client import FhirError, RetryPolicy, parse_retry_after
-from adapter.settings import current as environment
+from adapter.fhir.client import RetryPolicy, parse_retry_after
+from adapter.fhir.smart_keys import (
+    Algorithm,
+    SmartAuthError,
+    SmartConfigError,
+    check_url,
+    choose_algorithm,
+    load_key,
+    one_line,
+)
 
 log = logging.getLogger(__name__)
 
-Algorithm = Literal["RS384", "ES384"]
-SUPPORTED_ALGORITHMS: tuple[str, ...] = ("RS384", "ES384")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = 300  # SMART: exp no more than five minutes in the future
 DEFAULT_EXPIRES_IN = 300  # when the token response has no expires_in
-MIN_RSA_BITS = 2048
 # The token request is safe to repeat (at worst the server issues a second token), so gateway errors
 # are retried as well as "not processed" ones.
 RETRYABLE_TOKEN_STATUS = frozenset({429, 502, 503, 504})
 DEFAULT_RETRY = RetryPolicy(attempts=4, max_wait=30.0, total=90.0, base=0.5)
-
-ENV_CLIENT_ID = "SMART_CLIENT_ID"
-ENV_TOKEN_URL = "SMART_TOKEN_URL"
-ENV_PRIVATE_KEY_FILE = "SMART_PRIVATE_KEY_FILE"
-ENV_KEY_ID = "SMART_KEY_ID"
-ENV_SCOPE = "SMART_SCOPE"
-ENV_ALGORITHM = "SMART_ALGORITHM"
-
-
-class SmartAuthError(FhirError):
-    """Getting an access token failed. ``str()`` is one line without the assertion or any token."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        error: str | None = None,
-        error_description: str | None = None,
-        retry_after: float | None = None,
-        retryable: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.error_description = error_description
-        self.retry_after = retry_after
-        self.retryable = retryable
-
-    def again(self) -> SmartAuthError:
-        """A fresh copy, for callers that waited on a refresh which failed."""
-        return type(self)(
-            str(self),
-            status=self.status,
-            error=self.error,
-            error_description=self.error_description,
-            retry_after=self.retry_after,
-            retryable=self.retryable,
-        )
-
-
-class SmartConfigError(SmartAuthError, CredentialError):
-    """Unusable configuration: a missing setting, an unreadable or unsuitable key, a bad URL."""
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    return " ".join(text.split())[:limit]
-
-
-def _check_url(url: str, what: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise SmartConfigError(f"the {what} must be an absolute http(s) URL, got {url!r}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
-        log.warning("smart auth over plain http", extra={"what": what, "host": parts.netloc})
-    return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _load_key(private_key_pem: bytes | str) -> PrivateKeyTypes:
-    data = private_key_pem.encode() if isinstance(private_key_pem, str) else private_key_pem
-    try:
-        return serialization.load_pem_private_key(data, password=None)
-    except TypeError:  # encrypted without a password; the message never quotes the key
-        raise SmartConfigError("the SMART private key is encrypted; provide an unencrypted PEM key") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise SmartConfigError("the SMART private key is not a readable PEM private key") from None
-
-
-def _choose_algorithm(key: PrivateKeyTypes, algorithm: str | None) -> Algorithm:
-    if algorithm is not None and algorithm not in SUPPORTED_ALGORITHMS:
-        raise SmartConfigError(
-            f"unsupported signing algorithm {algorithm!r}: SMART Backend Services uses RS384 or ES384"
-        )
-    if isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < MIN_RSA_BITS:
-            raise SmartConfigError(
-                f"the SMART private key is a {key.key_size}-bit RSA key; at least {MIN_RSA_BITS} bits are required"
-            )
-        if algorithm not in (None, "RS384"):
-            raise SmartConfigError(f"an RSA key signs with RS384, not {algorithm}")
-        return "RS384"
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        if not isinstance(key.curve, ec.SECP384R1):
-            raise SmartConfigError(
-                f"the SMART private key is an EC key on {key.curve.name}; ES384 needs P-384 (secp384r1)"
-            )
-        if algorithm not in (None, "ES384"):
-            raise SmartConfigError(f"an EC P-384 key signs with ES384, not {algorithm}")
-        return "ES384"
-    kind = type(key).__name__.lstrip("_").removesuffix("PrivateKey") or "unknown"
-    raise SmartConfigError(
-        f"unsupported SMART private key type ({kind}): use an RSA (>= {MIN_RSA_BITS} bits, RS384) "
-        "or EC P-384 (ES384) key"
-    )
 
 
 class SmartBackendAuth:
@@ -193,13 +88,13 @@ class SmartBackendAuth:
             raise SmartConfigError("the refresh margin cannot be negative")
         if not token_url and not fhir_base_url:
             raise SmartConfigError("a SMART token URL (or a FHIR base URL to discover it from) is required")
-        key = _load_key(private_key_pem)
-        self.algorithm: Algorithm = _choose_algorithm(key, algorithm)
+        key = load_key(private_key_pem)
+        self.algorithm: Algorithm = choose_algorithm(key, algorithm)
         # Only RSA and EC keys pass _choose_algorithm. Never the PEM text: a key object's repr shows no key.
         if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
             raise SmartConfigError("the private key must be RSA (RS384) or EC P-384 (ES384)")
         self._key = key
-        self.token_url: str | None = _check_url(token_url, "token URL") if token_url else None
+        self.token_url: str | None = check_url(token_url, "token URL") if token_url else None
         self.fhir_base_url = fhir_base_url.rstrip("/") if fhir_base_url else None
         self.client_id = client_id.strip()
         self.key_id = key_id or None
@@ -349,7 +244,7 @@ class SmartBackendAuth:
                 f"the SMART configuration at {where} does not accept {self.algorithm} assertions "
                 f"(accepts: {', '.join(map(str, algs)) or 'none'})"
             )
-        self.token_url = _check_url(endpoint, "token endpoint")
+        self.token_url = check_url(endpoint, "token endpoint")
         log.info("smart token endpoint discovered", extra={"token_host": urlsplit(endpoint).netloc})
         return self.token_url
 
@@ -433,7 +328,7 @@ class SmartBackendAuth:
         for secret in (assertion, self._token):
             if secret:
                 text = text.replace(secret, "[redacted]")
-        return _one_line(text, limit) or None
+        return one_line(text, limit) or None
 
     def _accept_token(self, response: httpx.Response, requested_at: float, where: str, assertion: str) -> str:
         try:
@@ -504,54 +399,3 @@ class SmartBackendAuth:
         except httpx.TransportError as exc:
             raise SmartAuthError(f"{what} failed: {type(exc).__name__}", retryable=True) from None
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-def smart_auth_from_env(
-    *,
-    client_id: str | None = None,
-    token_url: str | None = None,
-    private_key_file: str | os.PathLike[str] | None = None,
-    key_id: str | None = None,
-    scope: str | None = None,
-    algorithm: str | None = None,
-    fhir_base_url: str | None = None,
-    env: Mapping[str, str] | None = None,
-    **kwargs: Any,
-) -> SmartBackendAuth:
-    """``SmartBackendAuth`` from arguments, falling back to ``SMART_*`` environment variables.
-
-    The private key is only ever read from a file (``private_key_file`` or ``SMART_PRIVATE_KEY_FILE``).
-    Without a token URL (argument or ``SMART_TOKEN_URL``) the token endpoint is discovered from
-    ``fhir_base_url`` on first use.
-    """
-    env = environment().smart if env is None else env
-
-    def setting(value: str | None, name: str) -> str | None:
-        chosen = value if value else env.get(name, "")
-        return chosen.strip() or None
-
-    client = setting(client_id, ENV_CLIENT_ID)
-    if not client:
-        raise SmartConfigError(f"a SMART client id is required (set {ENV_CLIENT_ID})")
-    url = setting(token_url, ENV_TOKEN_URL)
-    if not url and not fhir_base_url:
-        raise SmartConfigError(f"a SMART token URL is required (set {ENV_TOKEN_URL})")
-    key_path = setting(os.fspath(private_key_file) if private_key_file else None, ENV_PRIVATE_KEY_FILE)
-    if not key_path:
-        raise SmartConfigError(f"a SMART private key file is required (set {ENV_PRIVATE_KEY_FILE})")
-    try:
-        pem = Path(key_path).expanduser().read_bytes()
-    except OSError as exc:
-        raise SmartConfigError(f"cannot read the SMART private key file {key_path}: {exc.strerror}") from None
-    if not pem.strip():
-        raise SmartConfigError(f"the SMART private key file {key_path} is empty")
-    return SmartBackendAuth(
-        url,
-        client,
-        pem,
-        key_id=setting(key_id, ENV_KEY_ID),
-        algorithm=setting(algorithm, ENV_ALGORITHM),
-        scope=setting(scope, ENV_SCOPE) or "system/*.read",
-        fhir_base_url=fhir_base_url,
-        **kwargs,
-    )

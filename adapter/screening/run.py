@@ -114,3 +114,29 @@ async def screen_server(
         not_returned(group, {r.patient.removeprefix("Patient/") for r in results})
         return report_for(definition, as_of, results, unmapped, group.method())
     return report_for(definition, as_of, results, unmapped, source.population_method)
+
+
+def screen_files_spark(
+    source: str,
+    definition: CriteriaDefinition,
+    as_of: date,
+    master: str | None = None,
+    *,
+    all_patients: bool = False,
+) -> ScreeningReport:
+    """``screen_files`` for an NDJSON export, on Spark (``pip install 'trial-adapter[spark]'``): the same
+    report, byte for byte."""
+    from pyspark.sql import SparkSession
+
+    from adapter.sources.spark import screen_export_spark, spark_session  # pyspark only when asked for
+
+    ours = SparkSession.getActiveSession() is None  # inside spark-submit or a test: not ours to stop
+    spark = spark_session(master)
+    try:
+        done = screen_export_spark(spark, source, definition, as_of, all_patients=all_patients)
+    finally:
+        if ours:
+            spark.stop()
+    return report_for(
+        definition, as_of, done.results, done.unmapped, outside_population=done.outside_population
+    )

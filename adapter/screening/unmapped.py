@@ -14,7 +14,7 @@ from typing import Any
 
 from mappings.clinical.record import PatientRecord, resource_key
 from mappings.criteria import CriteriaDefinition
-from mappings.kinds.observation import ObservationClause
+from mappings.kinds.registry import kind_of
 
 from .reads import ScreeningReads
 
@@ -44,12 +44,14 @@ class UnmappedCollector:
         self._reads = reads or ScreeningReads(definition)
         self._maps = definition.concept_maps
         self._entries: dict[tuple[Any, ...], _Entry] = {}
+        # The measurements the criteria read, whichever kind reads them (asked through the registry).
         names = {
             name
             for criterion in definition.criteria
             for leaf in criterion.leaves()
-            if isinstance(leaf, ObservationClause)
-            for name in leaf.concepts
+            for leaf_reads in [kind_of(leaf).reads(leaf)]
+            if "Observation" in leaf_reads.resource_types
+            for name in leaf_reads.exact_concepts
         }
         words = {w for n in names for w in _WORD.findall(definition.concepts[n].display.lower())}
         words = {w[:-1] if w.endswith("s") else w for w in words} - _GENERIC

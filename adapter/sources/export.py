@@ -23,6 +23,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from adapter.collector import collector_paused
 from adapter.pipeline import Pipeline
 from adapter.screening.engine import Screener
 from adapter.screening.reads import ScreeningReads
@@ -33,7 +34,7 @@ from mappings.clinical.resource_types import SUBJECT_ELEMENT
 from mappings.clinical.units import convert
 from mappings.criteria import CriteriaDefinition
 
-from .files import SourceError, check_resource, collector_paused, ndjson_files, parse_ndjson_line
+from .files import SourceError, check_resource, ndjson_files, parse_ndjson_line
 from .ndjson_scan import LineFilter, chunks, lines_at
 from .population import (
     DecidingObservations,

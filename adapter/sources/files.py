@@ -7,13 +7,12 @@ screening or a report built from half-understood data.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from adapter.collector import collector_paused
 from adapter.errors import InputError
 from adapter.fhir.parsing import InvalidJson, fhir_problem, parse_fhir_json, unresolved_urn
 from adapter.screening.reads import ScreeningReads
@@ -163,21 +162,6 @@ def ndjson_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     raise SourceError(f"{path}: no such file or directory")
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Loading and screening build only trees of dicts, lists and results (no reference cycles), but
-    hundreds of thousands of them: Python's cyclic collector would rescan the growing heap again and
-    again (it doubled load and screening time in profiles). Plain reference counting still frees
-    everything."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def load_records(path: Path, reads: ScreeningReads | None = None) -> RecordBuilder:

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from adapter.screening.reads import ScreeningReads
-from adapter.screening.results import ScreeningReport
 from adapter.screening.unmapped import UnmappedCollector
 from mappings.clinical.record import PatientRecord, normalise_reference, resource_key
 from mappings.clinical.resource_types import SUBJECT_ELEMENT
@@ -88,31 +87,6 @@ def spark_session(master: str | None = None) -> SparkSession:
         raise SourceError(f"cannot start Spark ({where}): {type(exc).__name__}: {str(exc)[:200]}") from None
     spark.sparkContext.setLogLevel("ERROR")
     return spark
-
-
-def screen_files_spark(
-    source: str,
-    definition: CriteriaDefinition,
-    as_of: date,
-    master: str | None = None,
-    *,
-    all_patients: bool = False,
-) -> ScreeningReport:
-    """``run.screen_files`` for an NDJSON export, on Spark: the same report, byte for byte."""
-    from pyspark.sql import SparkSession
-
-    from adapter.screening.run import report_for  # run imports this package
-
-    ours = SparkSession.getActiveSession() is None  # inside spark-submit or a test: not ours to stop
-    spark = spark_session(master)
-    try:
-        done = screen_export_spark(spark, source, definition, as_of, all_patients=all_patients)
-    finally:
-        if ours:
-            spark.stop()
-    return report_for(
-        definition, as_of, done.results, done.unmapped, outside_population=done.outside_population
-    )
 
 
 def export_files(spark: SparkSession, source: str) -> list[tuple[str, str]]:

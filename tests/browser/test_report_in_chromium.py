@@ -12,7 +12,7 @@ import pytest
 from adapter.screening.report import render
 from adapter.screening.run import screen_files
 from tests.support.browser import find_chromium, print_pdf, screenshot, visible_text
-from tests.unit.test_report import DEFINITION, SAMPLE
+from tests.support.sample_report import DEFINITION, SAMPLE
 
 pytestmark = pytest.mark.skipif(
     find_chromium() is None,

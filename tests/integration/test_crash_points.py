@@ -13,9 +13,9 @@ import pytest
 
 from adapter.cli import main
 from adapter.fault_points import CRASH_EXIT_CODE
-from tests.integration.test_service import PUSH_KEY, Service, engine_bundle, server_subjects
-from tests.integration.test_worker import flags, load, worker_once
 from tests.support.patients import candidate_on_server
+from tests.support.server import engine_bundle, flags, load, server_subjects, worker_once
+from tests.support.service import PUSH_KEY, Service
 
 
 @pytest.mark.parametrize("point", ["worker-before-flag", "worker-after-flag-write"])

@@ -24,11 +24,10 @@ from adapter.sources.server import PAGE_SIZE, population_tokens
 from mappings.criteria import load_criteria
 from mappings.resources import build_study_resources
 from mappings.study import load_study, study_dir
-from tests.integration.test_publish import on_server, study_resources
-from tests.integration.test_service import Service, engine_bundle, server_subjects
-from tests.integration.test_worker import flags, load
 from tests.support.fault_proxy import FaultProxy, Hang, Reset, Respond, Truncate
 from tests.support.patients import candidate_on_server, low_platelets
+from tests.support.server import engine_bundle, flags, load, on_server, server_subjects, study_resources
+from tests.support.service import Service
 
 AS_OF = "2026-11-23"
 TRANSACTION = '"type":"transaction"'  # the client sends compact JSON

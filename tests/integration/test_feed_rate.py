@@ -14,8 +14,8 @@ import httpx
 from adapter.cli import main
 from adapter.fault_points import CRASH_EXIT_CODE
 from adapter.fhir.client import FhirClient
-from tests.integration.test_service import MRN, PUSH_KEY, Service, engine_bundle, server_subjects
-from tests.support.service import free_port
+from tests.support.server import engine_bundle, server_subjects
+from tests.support.service import MRN, PUSH_KEY, Service, free_port
 
 
 def _lab_update(mrn: str, n: int) -> dict:

@@ -7,8 +7,8 @@ from datetime import date
 
 from adapter.cli import main
 from adapter.fhir.client import FhirClient
-from tests.integration.test_worker import flags, load, on_server
 from tests.support.patients import candidate_on_server, low_platelets
+from tests.support.server import flags, load, on_server
 
 
 def test_an_identical_repeated_status_change_keeps_the_earlier_provenance(hapi_url, tmp_path):

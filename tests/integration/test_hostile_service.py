@@ -20,14 +20,23 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.clinical import candidate_resources
+from tests.support.hostile import (
+    BAD,
+    CD7,
+    HOSTILE_ADMIN_KEY,
+    HOSTILE_PUSH_KEY,
+    HOSTILE_WRONG_KEY,
+    PATIENT,
+    Bad,
+    bad_texts,
+    bundle_bytes,
+    texts_of,
+)
 from tests.support.patients import candidate_on_server
 from tests.support.service import ServiceProcess
-from tests.unit.conftest import candidate_resources
-from tests.unit.test_hostile_input import BAD, CD7, PATIENT, Bad, bad_texts, bundle_bytes, texts_of
 
-PUSH_KEY = "hostile-push-key-5e6f7a8b9c0d1e2f"
-ADMIN_KEY = "hostile-admin-key-a1b2c3d4e5f60718"
-WRONG_KEY = "hostile-wrong-key-99aa88bb77cc66dd"
+PUSH_KEY, ADMIN_KEY, WRONG_KEY = HOSTILE_PUSH_KEY, HOSTILE_ADMIN_KEY, HOSTILE_WRONG_KEY
 FIFTY_MB = 50 * 1024 * 1024
 JSON_ERRORS = {
     "truncated-json",

@@ -12,9 +12,9 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from tests.support.fhir_data import conformance_resources
+from tests.support.matching_app import app_request
 from tests.support.patients import candidate_on_server
 from tests.support.service import ServiceProcess
-from tests.unit.test_matching import app_request
 
 KEY = "match-key-0123456789abcdef"
 ORIGIN = "https://matching.example.org"

@@ -22,9 +22,9 @@ import yaml
 from adapter.cli import main
 from adapter.fault_points import CRASH_EXIT_CODE
 from adapter.fhir.client import FhirClient
-from tests.integration.test_service import ADMIN_KEY, MRN, PUSH_KEY, engine_bundle, server_subjects
 from tests.support.hl7v2 import MRN_OID, adt, message, msh, obr, obx, oru
-from tests.support.service import ServiceProcess, free_port
+from tests.support.server import engine_bundle, server_subjects
+from tests.support.service import ADMIN_KEY, MRN, PUSH_KEY, ServiceProcess, free_port
 
 MLLP_SEND = str(Path(sys.executable).parent / "mllp_send")
 OBSERVATION_SYSTEM = "http://trial-adapter.org/fhir/v2/LAB1/observation"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,29 +14,11 @@ from adapter.fhir.client import FhirClient
 from mappings.criteria import load_criteria
 from mappings.valuesets import concept_valuesets
 from tests.support.fhir_data import conformance_resources
+from tests.support.server import on_server, study_resources
 
 NCT = "https://clinicaltrials.gov|NCT06849401"
 PROFILE = "http://trial-adapter.org/fhir/StructureDefinition/"
 STUDY_DIR = Path(__file__).resolve().parents[2] / "mappings" / "studies" / "NCT06849401"
-
-
-async def study_resources(client: FhirClient, identifier: str = NCT) -> dict[str, dict]:
-    [study] = await client.search_resources("ResearchStudy", {"identifier": identifier})
-    group = await client.get_json(study["enrollment"][0]["reference"])
-    [protocol_ref] = study["protocol"]
-    protocol = await client.get_json(protocol_ref["reference"])
-    sponsor = await client.get_json(study["sponsor"]["reference"])
-    return {"ResearchStudy": study, "Group": group, "PlanDefinition": protocol, "Organization": sponsor}
-
-
-def on_server(hapi_url: str, work: Callable[[FhirClient], Awaitable[Any]]) -> Any:
-    """Run async checks against the server from a synchronous test (the CLI owns its own loop)."""
-
-    async def go() -> Any:
-        async with FhirClient(hapi_url) as client:
-            return await work(client)
-
-    return asyncio.run(go())
 
 
 def find_study(client: FhirClient) -> Awaitable[list[dict]]:

@@ -8,27 +8,15 @@ import signal
 import uuid
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 
 import httpx
 import pytest
 
 from adapter.cli import main
 from adapter.fhir.client import FhirClient
-from adapter.flagging import SUBJECT_SYSTEM
 from tests.support.patients import candidate_on_server
-from tests.support.service import ServiceProcess
-
-PUSH_KEY = "push-key-0123456789abcdef"
-ADMIN_KEY = "admin-key-0123456789abcdef"
-MRN = "urn:oid:1.2.36.146.595.217.0.1"
-
-
-def Service(hapi_url: str, inbox: Path, *extra: str) -> ServiceProcess:
-    keys = f"{PUSH_KEY}:push,{ADMIN_KEY}:admin"
-    return ServiceProcess(
-        hapi_url, inbox, "--max-body-bytes", "2000000", *extra, keys=keys, default_key=PUSH_KEY
-    )
+from tests.support.server import engine_bundle, server_subjects
+from tests.support.service import ADMIN_KEY, MRN, PUSH_KEY, Service
 
 
 @pytest.fixture(scope="module")
@@ -37,36 +25,6 @@ def service(hapi_url, tmp_path_factory) -> Iterator[Service]:
     running = Service(hapi_url, tmp_path_factory.mktemp("svc") / "inbox.sqlite")
     yield running
     assert running.stop() == 0
-
-
-def engine_bundle(mrn: str, today: date, bundle_id: str | None = None) -> dict:
-    """A collection Bundle as an engine sends it: numeric ids, an MRN identifier, Type/id references."""
-    resources = candidate_on_server("12345", today)
-    resources[0]["identifier"] = [{"system": MRN, "value": mrn}]
-    for index, resource in enumerate(resources[1:], start=1):
-        resource["id"] = str(900 + index)
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [{"fullUrl": f"{r['resourceType']}/{r['id']}", "resource": r} for r in resources],
-    }
-    if bundle_id:
-        bundle["identifier"] = {"system": "urn:engine:msg", "value": bundle_id}
-    return bundle
-
-
-def server_subjects(hapi_url: str, mrn: str) -> tuple[list[dict], list[dict]]:
-    async def go() -> tuple[list[dict], list[dict]]:
-        async with FhirClient(hapi_url) as client:
-            patients = await client.search_resources("Patient", {"identifier": f"{MRN}|{mrn}"})
-            subjects = []
-            for p in patients:
-                subjects += await client.search_resources(
-                    "ResearchSubject", {"identifier": f"{SUBJECT_SYSTEM}|NCT06849401/{p['id']}"}
-                )
-            return patients, subjects
-
-    return asyncio.run(go())
 
 
 def test_pushed_bundle_is_forwarded_screened_and_flagged(service, hapi_url):

@@ -17,9 +17,10 @@ import pytest
 
 from adapter.cli import main
 from adapter.fhir.client import FhirClient
-from tests.integration.test_service import MRN, Service, engine_bundle
 from tests.support.fault_proxy import Delay, FaultProxy, Respond
 from tests.support.patients import candidate_on_server
+from tests.support.server import engine_bundle
+from tests.support.service import MRN, Service
 
 
 def patients(hapi_url: str, mrn: str) -> list[dict]:

@@ -16,7 +16,7 @@ import pytest
 from adapter.cli import main
 from adapter.fhir.client import FhirClient
 from adapter.service.sources import SOURCE_SYSTEM, SOURCE_URI
-from tests.integration.test_service import engine_bundle
+from tests.support.server import engine_bundle
 from tests.support.service import ServiceProcess
 
 KEY_A = "hospital-a-key-0123456789"

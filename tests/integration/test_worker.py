@@ -2,60 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from adapter.cli import main
 from adapter.fhir.client import FhirClient
-from adapter.flagging import SUBJECT_SYSTEM, TASK_SYSTEM
-from tests.support.patients import candidate_on_server, low_platelets, put_transaction
+from tests.support.patients import candidate_on_server, low_platelets
+from tests.support.server import flags, load, new_id, on_server, worker_once
 
 NCT = "NCT06849401"
-
-
-def on_server(hapi_url: str, work: Callable[[FhirClient], Awaitable[Any]]) -> Any:
-    async def go() -> Any:
-        async with FhirClient(hapi_url) as client:
-            return await work(client)
-
-    return asyncio.run(go())
-
-
-def load(hapi_url: str, resources: list[dict]) -> None:
-    on_server(hapi_url, lambda c: c.transaction(put_transaction(resources), idempotent=True))
-
-
-def flags(hapi_url: str, patient_id: str) -> tuple[list[dict], list[dict]]:
-    async def get(client: FhirClient) -> tuple[list[dict], list[dict]]:
-        subjects = await client.search_resources(
-            "ResearchSubject", {"identifier": f"{SUBJECT_SYSTEM}|{NCT}/{patient_id}"}
-        )
-        tasks = await client.search_resources(
-            "Task", {"identifier": f"{TASK_SYSTEM}|{NCT}/{patient_id}/review"}
-        )
-        return subjects, tasks
-
-    return on_server(hapi_url, get)
-
-
-def worker_once(hapi_url: str, state: Path) -> None:
-    assert main(["worker", "--fhir-url", hapi_url, "--once", "--state", str(state)]) == 0
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def test_new_candidate_is_flagged_in_one_pass_and_reruns_change_nothing(hapi_url, tmp_path):

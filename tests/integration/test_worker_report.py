@@ -16,9 +16,9 @@ from adapter.worker.http import build_app
 from adapter.worker.loop import Worker
 from adapter.worker.state import WorkerState
 from mappings.criteria import load_criteria
-from tests.integration.test_worker import flags, load, new_id, on_server, worker_once
+from tests.support.clinical import CRITERIA_PATH, PLATELETS, candidate_resources, obs
 from tests.support.patients import candidate_on_server, localise, low_platelets
-from tests.unit.conftest import CRITERIA_PATH, PLATELETS, candidate_resources, obs
+from tests.support.server import flags, load, new_id, on_server, worker_once
 
 
 def stale_platelets_candidate(pid: str, today: date) -> list[dict]:

@@ -11,8 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from tests.support.patients import localise
-from tests.unit.conftest import (
+from tests.support.clinical import (
     ALL_RELAPSE,
     ALT,
     BILIRUBIN_MASS,
@@ -31,6 +30,7 @@ from tests.unit.conftest import (
     obs,
     patient,
 )
+from tests.support.patients import localise
 
 STUDY_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "studies" / "cd19-ball-test"
 STUDY = "NCT00000000"

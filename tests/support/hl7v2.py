@@ -1,6 +1,6 @@
 """HL7 v2 test messages (synthetic patients only), built segment by segment.
 
-Clinical codes are the ones verified in mappings/studies/NCT06849401/criteria.yaml and tests/unit/conftest.py
+Clinical codes are the ones verified in mappings/studies/NCT06849401/criteria.yaml and tests/support/clinical.py
 (LOINC 777-3 platelets, 1975-2 bilirubin; ICD-10-CM C91.02; SNOMED 277575008, 260385009); panel
 codes are local (99LAB) on purpose."""
 

@@ -6,7 +6,7 @@ import re
 from datetime import date, timedelta
 from typing import Any
 
-from tests.unit.conftest import AS_OF, PLATELETS, candidate_resources, obs
+from tests.support.clinical import AS_OF, PLATELETS, candidate_resources, obs
 
 _DAY = re.compile(r"^(\d{4}-\d{2}-\d{2})")
 

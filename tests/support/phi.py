@@ -1,7 +1,7 @@
 """Patient data that must never reach a log: needles built from the test fixtures themselves.
 
 Sources: the committed sample population (adapter/samples/nct06849401-sample-bundle.json) and the
-unit-test builders (tests/unit/conftest.py), also as the integration tests move them to today
+unit-test builders (tests/support/clinical.py), also as the integration tests move them to today
 (tests/support/patients.py). Each needle is a regular expression with a label saying what it is:
 
 - names: every given and family name (whole words, case-sensitive);
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter.cli import sample_bundle_path
-from tests.unit.conftest import AS_OF, candidate_resources, patient
+from tests.support.clinical import AS_OF, candidate_resources, patient
 
 #: Identifier systems that carry MRNs in the fixtures (sample bundle; test_service's engine bundles).
 MRN_SYSTEMS = ("http://trial-adapter.org/fhir/sid/sample-mrn", "urn:oid:1.2.36.146.595.217.0.1")

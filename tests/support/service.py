@@ -101,3 +101,17 @@ class ServiceProcess:
     def stop(self, sig: int = signal.SIGTERM) -> int:
         self.process.send_signal(sig)
         return self.process.wait(timeout=60)
+
+
+# --- the service as the integration tests run it ------------------------------------------------
+
+PUSH_KEY = "push-key-0123456789abcdef"
+ADMIN_KEY = "admin-key-0123456789abcdef"
+MRN = "urn:oid:1.2.36.146.595.217.0.1"
+
+
+def Service(hapi_url: str, inbox: Path, *extra: str) -> ServiceProcess:
+    keys = f"{PUSH_KEY}:push,{ADMIN_KEY}:admin"
+    return ServiceProcess(
+        hapi_url, inbox, "--max-body-bytes", "2000000", *extra, keys=keys, default_key=PUSH_KEY
+    )

@@ -22,7 +22,7 @@ from adapter.sources.population import DecidingObservations, PopulationSigns, ob
 from bench.dense import dense_person, leukaemia_patient
 from bench.synth import Options
 from mappings.clinical.record import PatientRecord
-from tests.unit.conftest import (
+from tests.support.clinical import (
     AS_OF,
     CREATININE_MASS,
     CREATININE_MOLES,
@@ -37,13 +37,9 @@ from tests.unit.conftest import (
     obs,
     patient,
 )
+from tests.support.exports import compact, sample_export, write
 
-SAMPLE = Path(__file__).resolve().parents[2] / "adapter" / "samples" / "nct06849401-sample-bundle.json"
 POP = LineFilter(["p1", "pA.b-9"])
-
-
-def compact(resource: dict[str, Any]) -> bytes:
-    return json.dumps(resource, separators=(",", ":")).encode() + b"\n"
 
 
 def spaced(resource: dict[str, Any]) -> bytes:
@@ -209,13 +205,6 @@ def test_signs_read_the_criteria_wording_broader_codes_and_the_site_concept_maps
     assert plain.is_sign(french)
 
 
-def write(folder: Path, files: dict[str, list[bytes]]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, lines in files.items():
-        (folder / name).write_bytes(b"".join(lines))
-    return folder
-
-
 def test_a_patient_whose_all_condition_is_only_in_a_late_file_is_screened(tmp_path):
     resources = candidate_resources()
     other = [patient(id="p2"), obs(PLATELETS, 200, "10*9/L", ago=1, subject="p2")]
@@ -301,14 +290,6 @@ def cli_json(capsys: pytest.CaptureFixture[str], folder: Path, *options: str) ->
     return capsys.readouterr().out
 
 
-def sample_export(folder: Path) -> Path:
-    bundle = json.loads(SAMPLE.read_text())
-    by_type: dict[str, list[bytes]] = {}
-    for entry in bundle["entry"]:
-        by_type.setdefault(entry["resource"]["resourceType"], []).append(compact(entry["resource"]))
-    return write(folder, {f"{t}.ndjson": lines for t, lines in by_type.items()})
-
-
 def dense_export(folder: Path) -> Path:
     """A small dense hospital, NOT sorted by patient: lines shuffled within each type's file."""
     opts = Options(obs_min=120, obs_max=150)
@@ -387,7 +368,7 @@ def test_a_line_is_beaten_only_when_provably_older_for_each_of_its_codes():
 
 
 def _hostile_cases() -> list[Any]:
-    from tests.unit.test_hostile_input import BAD
+    from tests.support.hostile import BAD
 
     return BAD
 
@@ -399,7 +380,7 @@ def _hostile_cases() -> list[Any]:
 def test_a_broken_export_is_the_same_clear_error_with_workers_and_all_patients(
     case, options, tmp_path, capsys
 ):
-    from tests.unit.test_hostile_input import assert_one_line_error, bad_texts, write_ndjson
+    from tests.support.hostile import assert_one_line_error, bad_texts, write_ndjson
 
     folder = write_ndjson(tmp_path / "export", bad_texts(case))
     output = tmp_path / "report.json"

@@ -17,17 +17,10 @@ from adapter.service.app import ServiceSettings, create_app
 from adapter.service.matching import HIGH, SCREENING_EXTENSION, score
 from adapter.service.matching_routes import check_origins
 from adapter.service.sources import Sources
-from tests.unit.conftest import AS_OF, candidate_resources, definition
+from tests.support.clinical import AS_OF, candidate_resources, definition
+from tests.support.matching_app import app_request
 
 KEY = "match-key-0123456789abcdef"
-APP_REQUEST = Path(__file__).parent.parent / "support" / "matching" / "app_request.json"
-
-
-def app_request() -> dict[str, Any]:
-    """The body the matching app sends (recorded from its source; see the fixture's _comment)."""
-    data = json.loads(APP_REQUEST.read_text())
-    data.pop("_comment")
-    return data
 
 
 def client(tmp_path: Path, **extra: Any) -> TestClient:

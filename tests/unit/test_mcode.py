@@ -13,7 +13,7 @@ import pytest
 
 from adapter.screening.run import screen_files
 from mappings.clinical.mcode import ANSWER_SCORES, HISTOLOGY, answer_score, with_histology
-from tests.unit.conftest import (
+from tests.support.clinical import (
     ALL_ANY_LINEAGE,
     ALL_RELAPSE,
     ECOG,

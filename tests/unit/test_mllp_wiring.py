@@ -13,7 +13,7 @@ async def test_inbox_acceptor_stores_durably_once_and_refuses_invalid_fhir(tmp_p
     from adapter.service.mllp import Rejected
     from adapter.service.mllp_wiring import inbox_acceptor
     from adapter.service.sources import ANY_SYSTEM, Source, Sources
-    from tests.unit.conftest import definition
+    from tests.support.clinical import definition
 
     inbox = Inbox(tmp_path / "inbox.sqlite")
     woken = []
@@ -145,9 +145,9 @@ def test_dev_open_every_facility_pushes_as_the_dev_source_end_to_end(tmp_path):
     from adapter.service.inbox import Inbox
     from adapter.service.mllp import END, START, MllpSettings
     from adapter.service.sources import ANY_SYSTEM, DEV_SOURCE, Source
+    from tests.support.clinical import definition
     from tests.support.hl7v2 import adt, obx, oru
     from tests.support.service import free_port
-    from tests.unit.conftest import definition
 
     port = free_port()
     mllp = MllpSettings("127.0.0.1", port, facilities={"LAB1": "lab"}, any_facility=True)

@@ -35,7 +35,7 @@ from adapter.screening.unmapped import UnmappedCollector
 from adapter.service.app import ServiceSettings, create_app
 from adapter.service.sources import Sources
 from mappings.clinical.record import PatientRecord, RecordBuilder
-from tests.unit.conftest import AS_OF, candidate_resources, definition
+from tests.support.clinical import AS_OF, candidate_resources, definition
 
 KEY = "pipeline-key-0123456789abcdef"
 RELAPSE, CD7 = 2, 4  # indexes in candidate_resources(): the relapse Condition, the CD7 Observation

@@ -6,19 +6,11 @@ import csv
 import io
 import json
 import re
-from datetime import date
-from pathlib import Path
 
 from adapter.screening.report import ranked_candidates, render
 from adapter.screening.resolve import collect_next
 from adapter.screening.results import ScreeningReport
-from adapter.screening.run import screen_files
-from mappings.criteria import load_criteria
-
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "adapter" / "samples" / "nct06849401-sample-bundle.json"
-DEFINITION = load_criteria(ROOT / "mappings" / "studies" / "NCT06849401" / "criteria.yaml")
-REPORT = screen_files(SAMPLE, DEFINITION, date(2026, 11, 23))
+from tests.support.sample_report import REPORT
 
 
 def test_json_follows_the_contract_with_new_fields_only():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from adapter.cli import main
-from tests.unit.test_files_population import AS_OF, sample_export
+from tests.support.clinical import AS_OF
+from tests.support.exports import sample_export
 
 
 def test_ndjson_is_the_json_report_a_patient_a_line_then_the_rest(tmp_path, capsys):

@@ -7,8 +7,7 @@ import json
 from typing import Any
 
 from adapter.service.rescreen import Rescreener
-
-from .conftest import ICD10CM, SCT, condition, definition
+from tests.support.clinical import ICD10CM, SCT, condition, definition
 
 LOCAL = "http://hospital.example/dx"
 

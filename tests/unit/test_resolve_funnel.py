@@ -11,7 +11,7 @@ from adapter.screening.funnel import build_funnel, rules_out
 from adapter.screening.resolve import Resolver, collect_next, with_resolve
 from adapter.screening.results import CriterionResult, Need, PatientResult, Resolve, ScreeningReport
 from adapter.screening.wording import number, prose, threshold
-from tests.unit.conftest import (
+from tests.support.clinical import (
     AS_OF,
     ECOG,
     PLATELETS,
@@ -171,7 +171,7 @@ def test_funnel_totals_add_up_and_dropping_a_criterion_never_loses_a_candidate(p
 
 
 def test_sample_funnel_adds_up_and_what_ifs_are_counted():
-    from tests.unit.test_report import REPORT
+    from tests.support.sample_report import REPORT
 
     funnel = REPORT.summary.funnel
     assert funnel.screened == 26 and funnel.candidates == 11

@@ -15,7 +15,7 @@ from fhir.resources.R4B.bundle import Bundle
 from adapter.samples.sample_population import AS_OF, NAMESPACE, SAMPLE_PATH, build_bundle, render
 from adapter.screening.results import PatientResult
 from mappings.clinical.record import RecordBuilder
-from tests.unit.conftest import screener
+from tests.support.clinical import screener
 
 # Patient id -> (status, the criteria that make the patient not eligible).
 EXPECTED: dict[str, tuple[str, list[str]]] = {

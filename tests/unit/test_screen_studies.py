@@ -15,7 +15,7 @@ from adapter.service.sources import Sources
 from adapter.studies import served
 from mappings.criteria import load_criteria
 from tests.support.b_all import STUDY, STUDY_DIR, b_all_candidate_resources
-from tests.unit.conftest import AS_OF, candidate_resources, definition
+from tests.support.clinical import AS_OF, candidate_resources, definition
 
 KEY = "screen-studies-key-0123456789abcdef"
 SCREEN = f"/fhir/ResearchStudy/$screen?asOf={AS_OF.isoformat()}"

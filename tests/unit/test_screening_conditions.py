@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.conftest import (
+from tests.support.clinical import (
     ALL_ANY_LINEAGE,
     ALL_REFRACTORY,
     ALL_RELAPSE,

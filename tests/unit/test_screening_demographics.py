@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from tests.unit.conftest import (
+from tests.support.clinical import (
     AS_OF,
     HCG,
     NEGATIVE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.conftest import (
+from tests.support.clinical import (
     ALT,
     AST,
     BILIRUBIN_MASS,

@@ -15,7 +15,7 @@ from adapter.samples.sample_population import build_bundle
 from adapter.screening.reads import ScreeningReads
 from adapter.sources.files import SourceError, load_records
 from mappings.clinical.record import RecordBuilder
-from tests.unit.conftest import (
+from tests.support.clinical import (
     AS_OF,
     CAR_T,
     CD7_LOCAL,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from adapter.screening.results import PatientResult, ScreeningReport
 from mappings.clinical.record import RecordBuilder, normalise_reference
-from tests.unit.conftest import (
+from tests.support.clinical import (
     ALL_CRITERION_IDS,
     AS_OF,
     CD7_LOCAL,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.conftest import (
+from tests.support.clinical import (
     CAR_T,
     GVHD,
     HEPARIN_ATC,
@@ -243,7 +243,7 @@ def test_no_vaccination_or_surgery_is_not_met():
 
 
 def test_planned_car_t_procedure_is_not_prior_therapy():
-    from tests.unit.conftest import evaluate, procedure
+    from tests.support.clinical import evaluate, procedure
 
     planned = procedure(("http://snomed.info/sct", "1156961008"), ago=1, status="preparation")
     assert evaluate("exclusion-15", planned).result == "not-met"

@@ -24,7 +24,7 @@ from adapter.service.inbox import BodyExpired, IdempotencyConflict, Inbox
 from adapter.service.narrative import NarrativeError, check_div
 from adapter.service.processor import scrubbed
 from adapter.service.sources import SOURCE_SYSTEM, Source, SourceConfigError, Sources
-from tests.unit.conftest import definition
+from tests.support.clinical import definition
 
 A = Source("hospital-a", frozenset({"urn:mrn:a"}))
 B = Source("hospital-b", frozenset({"urn:mrn:b"}))

@@ -14,13 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from adapter.fhir.auth import CredentialError
 from adapter.fhir.client import FhirClient, FhirError, RetryPolicy
-from adapter.fhir.smart import (
-    ASSERTION_TYPE,
-    SmartAuthError,
-    SmartBackendAuth,
-    SmartConfigError,
-    smart_auth_from_env,
-)
+from adapter.fhir.smart import ASSERTION_TYPE, SmartBackendAuth
+from adapter.fhir.smart_env import smart_auth_from_env
+from adapter.fhir.smart_keys import SmartAuthError, SmartConfigError
 
 FHIR_BASE = "https://fhir.example.test/r4"
 TOKEN_URL = "https://auth.example.test/oauth2/token"

@@ -12,8 +12,9 @@ import pytest
 
 from adapter.cli import main
 from bench.synth import write_ndjson as synth_ndjson
-from tests.unit.test_files_population import AS_OF, sample_export
-from tests.unit.test_hostile_input import BAD, assert_one_line_error, bad_texts, write_ndjson
+from tests.support.clinical import AS_OF
+from tests.support.exports import sample_export
+from tests.support.hostile import BAD, assert_one_line_error, bad_texts, write_ndjson
 
 pyspark = pytest.importorskip("pyspark")
 

@@ -17,8 +17,7 @@ from adapter.sources.server import chunks, population_tokens
 from mappings.criteria import load_criteria
 from mappings.terminology import TerminologyError
 from mappings.terminology.conceptmap import load_concept_maps
-
-from .conftest import (
+from tests.support.clinical import (
     AS_OF,
     CRITERIA_PATH,
     LOINC,

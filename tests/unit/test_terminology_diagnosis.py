@@ -12,8 +12,7 @@ from adapter.screening.reads import ScreeningReads
 from mappings import terminology
 from mappings.criteria import load_criteria
 from mappings.terminology import Terminology, load_terminology, names_ingredient
-
-from .conftest import (
+from tests.support.clinical import (
     ALL_RELAPSE,
     AS_OF,
     CRITERIA_PATH,

@@ -5,8 +5,7 @@ review (`unknown`), never silently `not-met` and never a confident `met`."""
 from __future__ import annotations
 
 from adapter.screening.reads import ScreeningReads
-
-from .conftest import SCT, days_ago, definition, evaluate, patient, procedure
+from tests.support.clinical import SCT, days_ago, definition, evaluate, patient, procedure
 
 SURGERY = "exclusion-17"
 

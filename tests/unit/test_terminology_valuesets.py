@@ -15,8 +15,7 @@ from mappings.criteria import load_criteria
 from mappings.resources import build_study_resources, validate
 from mappings.study import load_study
 from mappings.valuesets import concept_valuesets
-
-from .conftest import CRITERIA_PATH, ICD10CM, ICDO3, SCT
+from tests.support.clinical import CRITERIA_PATH, ICD10CM, ICDO3, SCT
 
 
 def _by_name() -> dict[str, dict]:

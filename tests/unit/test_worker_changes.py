@@ -12,7 +12,7 @@ from adapter.screening.resolve import with_resolve
 from adapter.worker.changes import FULL_PASS_STARTED, render, what_changed
 from adapter.worker.reviewed import NOT_RECORDED, reviewed_by
 from adapter.worker.state import WorkerState, result_digest
-from tests.unit.conftest import PLATELETS, candidate_resources, obs, record_of, screener
+from tests.support.clinical import PLATELETS, candidate_resources, obs, record_of, screener
 
 BASE = "http://fhir.test/r4"
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)

@@ -57,11 +57,11 @@ def test_no_patient_data_in_the_session_logs(session_log_file):
 
 def _test_secrets() -> list[str]:
     """The API keys and tokens the suite puts in environments, files and headers."""
-    from tests.integration import test_hostile_service, test_service
-    from tests.unit.test_hostile_input import SECRETS
+    from tests.support import hostile, service
+    from tests.support.hostile import SECRETS
 
-    values = [test_service.PUSH_KEY, test_service.ADMIN_KEY]
-    values += [test_hostile_service.PUSH_KEY, test_hostile_service.ADMIN_KEY, test_hostile_service.WRONG_KEY]
+    values = [service.PUSH_KEY, service.ADMIN_KEY]
+    values += [hostile.HOSTILE_PUSH_KEY, hostile.HOSTILE_ADMIN_KEY, hostile.HOSTILE_WRONG_KEY]
     values += [part.split(":")[0] for value in SECRETS.values() for part in value.split(",")]
     return [*values, "file-token-0099887766554433"]
 
