@@ -1,6 +1,7 @@
 """Patient data from a FHIR server, fetched so that cost grows with the ALL population only.
 
-1. Population: Condition search on the criteria's leukaemia codes (``_elements=subject``), server-side.
+1. Population: Condition searches on the criteria's leukaemia codes and ALL wording, all in one batch
+   Bundle (GET searches for servers refusing it), server-side.
    Nothing else filters patients: a T-ALL patient without a birth date is still screened.
 2. Per batch of patients, one batch Bundle of searches (Patient by _id; Conditions, Procedures,
    medications with their Medication, Immunizations by subject; Observations by subject AND the codes
