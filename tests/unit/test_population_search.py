@@ -77,7 +77,9 @@ def _batch_server(people: dict[str, dict], seen: list[list[str]], **kw: Any) -> 
         for url in urls:
             status, body = _answer(dict(parse_qsl(urlsplit(url).query)), people, **kw)
             entries.append({"response": {"status": f"{status} OK"}, "resource": body})
-        return httpx.Response(200, json={"resourceType": "Bundle", "type": "batch-response", "entry": entries})
+        return httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "batch-response", "entry": entries}
+        )
 
     return answer
 
@@ -146,7 +148,9 @@ async def test_in_a_batch_refused_optional_searches_are_reported_not_fatal():
                 entries.append({"response": {"status": "400 Bad Request"}})
             else:
                 entries.append({"response": {"status": "200 OK"}, "resource": _answer(params, people)[1]})
-        return httpx.Response(200, json={"resourceType": "Bundle", "type": "batch-response", "entry": entries})
+        return httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "batch-response", "entry": entries}
+        )
 
     respx.post(BASE).mock(side_effect=answer)
     async with FhirClient(BASE) as client:
@@ -163,7 +167,9 @@ async def test_a_failed_code_search_inside_the_batch_is_asked_again_by_get():
     def answer(request: httpx.Request) -> httpx.Response:
         urls = [e["request"]["url"] for e in json.loads(request.content)["entry"]]
         entries = [{"response": {"status": "414 URI Too Long"}} for _ in urls]
-        return httpx.Response(200, json={"resourceType": "Bundle", "type": "batch-response", "entry": entries})
+        return httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "batch-response", "entry": entries}
+        )
 
     respx.post(BASE).mock(side_effect=answer)
     respx.get(f"{BASE}/Condition").mock(
@@ -188,7 +194,9 @@ async def test_a_text_prefix_failing_where_text_search_works_is_an_error_not_a_s
                 entries.append({"response": {"status": "500 Internal Server Error"}})
             else:
                 entries.append({"response": {"status": "200 OK"}, "resource": _answer(params, people)[1]})
-        return httpx.Response(200, json={"resourceType": "Bundle", "type": "batch-response", "entry": entries})
+        return httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "batch-response", "entry": entries}
+        )
 
     respx.post(BASE).mock(side_effect=answer)
     async with FhirClient(BASE) as client:
@@ -212,7 +220,9 @@ async def test_every_page_of_a_batched_search_is_followed():
             if "code" in params:
                 body = _searchset(people["coded"], next_url=next_url)
             entries.append({"response": {"status": "200 OK"}, "resource": body})
-        return httpx.Response(200, json={"resourceType": "Bundle", "type": "batch-response", "entry": entries})
+        return httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "batch-response", "entry": entries}
+        )
 
     respx.post(BASE).mock(side_effect=answer)
     page2 = respx.get(url__startswith=f"{BASE}?_getpages=abc").mock(
@@ -227,7 +237,9 @@ async def test_every_page_of_a_batched_search_is_followed():
 @respx.mock
 async def test_a_batch_answer_with_the_wrong_number_of_entries_is_an_error():
     respx.post(BASE).mock(
-        return_value=httpx.Response(200, json={"resourceType": "Bundle", "type": "batch-response", "entry": []})
+        return_value=httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "batch-response", "entry": []}
+        )
     )
     async with FhirClient(BASE) as client:
         source = ServerSource(client, load_criteria(CRITERIA_PATH))
