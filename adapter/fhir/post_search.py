@@ -53,7 +53,8 @@ async def batch_entries(client: FhirClient, searches: list[str]) -> list[EntryRe
         status = str((entry.get("response") or {}).get("status", "")).strip()
         page = entry.get("resource")
         if not status.startswith("2") or not isinstance(page, dict) or page.get("resourceType") != "Bundle":
-            results.append(EntryResult(status or "none"))
+            # a 2xx without a searchset is not "nobody found": it counts as a failed search
+            results.append(EntryResult(status if not status.startswith("2") else f"no searchset ({status})"))
             continue
         result = EntryResult(status, total=page.get("total") if isinstance(page.get("total"), int) else None)
         result.resources.extend(_resources(page))

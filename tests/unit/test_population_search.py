@@ -245,3 +245,24 @@ async def test_a_batch_answer_with_the_wrong_number_of_entries_is_an_error():
         source = ServerSource(client, load_criteria(CRITERIA_PATH))
         with pytest.raises(FhirError, match="answered a batch of"):
             await source.population()
+
+
+@respx.mock
+async def test_a_code_search_answered_without_a_searchset_is_not_taken_as_nobody():
+    people = _people()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        urls = [e["request"]["url"] for e in json.loads(request.content)["entry"]]
+        entries = [{"response": {"status": "200 OK"}} for _ in urls]  # no resource at all
+        return httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "batch-response", "entry": entries}
+        )
+
+    respx.post(BASE).mock(side_effect=answer)
+    respx.get(f"{BASE}/Condition").mock(
+        side_effect=lambda r: httpx.Response(200, json=_answer(dict(r.url.params), people)[1])
+    )
+    async with FhirClient(BASE) as client:
+        source = ServerSource(client, load_criteria(CRITERIA_PATH))
+        assert await source.population() == ["p-coded", "p-local", "p-words"]  # asked again by GET
+    assert "GET searches (no batch)" in source.population_method
