@@ -1,6 +1,7 @@
 """Patient data from a FHIR server, fetched so that cost grows with the study population only.
 
-1. Population: Condition search on the study's population codes (criteria.yaml ``population``) (``_elements=subject``), server-side.
+1. Population: Condition searches on the study's population codes (criteria.yaml ``population``) and
+   its wording, all in one batch Bundle (GET searches for servers refusing it), server-side.
    Nothing else filters patients: a patient with the disease but no birth date is still screened.
 2. Per batch of patients, one batch Bundle of searches (Patient by _id; Conditions, Procedures,
    medications with their Medication, Immunizations by subject; Observations by subject AND the codes
@@ -13,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from adapter.fhir.client import FhirClient, FhirError
+from adapter.fhir.post_search import batch_entries, refused
 from adapter.fhir.search import any_of, escape, query, references, token
 from mappings.clinical.record import PatientRecord, RecordBuilder, patients_in
 from mappings.clinical.resource_types import READ_TYPES
@@ -25,6 +29,27 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
 URL_BUDGET = 1500  # characters of search values per request: long code lists are split into chunks
+
+
+BATCH_URL_BUDGET = 16_000  # inside a batch body the searches are not URLs a proxy cuts
+# A nonsense word: a server that really applies ``:text`` finds nothing; one that drops it finds all.
+TEXT_PROBE = query("Condition", [("code:text", "zq-no-such-words-xq"), ("_summary", "count")])
+
+
+def text_prefixes(definition: CriteriaDefinition) -> tuple[str, ...]:
+    """How the disease's wording begins, for ``:text`` searches: the study's ``population.text_search``."""
+    return tuple(definition.population.text_search)
+
+
+@dataclass
+class _Found:
+    """Patients found by code, by ``:text`` (None: no text search) and among uncoded Conditions
+    (None: no ``:missing`` search), and how they were asked for."""
+
+    by_code: set[str]
+    by_text: set[str] | None
+    uncoded: set[str] | None
+    how: str
 
 
 def observation_tokens(definition: CriteriaDefinition) -> list[str]:
@@ -81,52 +106,109 @@ class ServerSource:
         tokens = [t for d in (definition, *also_read) for t in observation_tokens(d)]
         self._observation_codes = any_of(dict.fromkeys(tokens))
         self._text_probe: bool | None = None
+        self._batch_population: bool | None = None  # learnt on the first population search
         self._signs = DiagnosisSigns(definition)
         self.population_method = "not searched yet"
 
     async def population(self, since: str | None = None) -> list[str]:
         """Patient ids with any Condition of the disease on the server (changed since ``since`` when given).
 
-        1. By code: the full expansion of the diagnosis sets and the site's mapped local codes, chunked.
+        1. By code: the full expansion of the diagnosis sets and the site's mapped local codes.
         2. By words, where the server proves it can: token ``:text`` searches (FHIR: the text or a
            display starts with the value) for the ways the disease's wording begins (the study's
            ``population.text_search``), and ``:missing`` for Conditions with no coding at all. Their
            text is read here against the criteria's wording, so a loose server answer never adds a
            patient without that wording.
-        ``population_method`` says how the patients were found."""
+        All of it travels as ONE batch Bundle (the searches in its body, so no URL limit); a server or
+        proxy refusing that is asked with GETs instead (code chunks, probe, one GET per prefix), and
+        remembered. ``population_method`` says how the patients were found."""
         tokens = population_tokens(self.definition)
         extra = [("_lastUpdated", f"ge{since}")] if since else []
-        ids: set[str] = set()
-        for chunk in chunks(tokens):
-            params = [("code", chunk), *extra, ("_elements", "subject"), ("_count", str(PAGE_SIZE))]
-            ids |= patients_in(await self.client.search_resources("Condition", params))
-        by_code = len(ids)
+        found: _Found | None = None
+        if self._batch_population is not False:
+            found = await self._population_in_one_batch(tokens, extra)
+            self._batch_population = found is not None
+        if found is None:
+            found = await self._population_by_get(tokens, extra)
+        ids = found.by_code | (found.by_text or set()) | (found.uncoded or set())
         disease = self.definition.diagnosis_clause().wording.disease  # "ALL": the study's own word
         notes = [f"Condition search on {len(tokens)} {disease} codes (expansion and mapped local codes)"]
-        prefixes = self.definition.population.text_search
-        if not prefixes:
+        if not text_prefixes(self.definition):
             notes.append("no text search configured (population.text_search)")
-        elif await self._text_search_works():
-            for term in prefixes:
-                ids |= await self._worded(("code:text", term), extra) or set()
+        elif found.by_text is not None:
             notes.append(f"text search for {disease} wording")
         else:
             notes.append(
                 f"no text search on this server: local codes with {disease} only in a display are not found"
             )
-        uncoded = await self._worded(("code:missing", "true"), extra, optional=True)
-        if uncoded is None:
+        if found.uncoded is None:
             notes.append("no missing-code search: Conditions with only text are not found")
         else:
-            ids |= uncoded
             notes.append(f"Conditions with only text read for {disease} wording")
-        notes.append(f"{len(ids) - by_code} patients found by wording only")
+        notes.append(f"{len(ids) - len(found.by_code)} patients found by wording only")
+        notes.append(found.how)
         self.population_method = "; ".join(notes)
         log.info(
             "screening population found",
-            extra={"patients": len(ids), "by_code": by_code, "method": self.population_method},
+            extra={"patients": len(ids), "by_code": len(found.by_code), "method": self.population_method},
         )
         return sorted(ids)
+
+    async def _population_in_one_batch(
+        self, tokens: list[str], extra: list[tuple[str, str]]
+    ) -> _Found | None:
+        """Every population search in one batch Bundle; None when the server refuses batches (or any
+        code search in it: the GET path then asks again and raises the server's own error)."""
+        code_searches = [
+            query(
+                "Condition", [("code", chunk), *extra, ("_elements", "subject"), ("_count", str(PAGE_SIZE))]
+            )
+            for chunk in chunks(tokens, BATCH_URL_BUDGET)
+        ]
+        worded = [("code:text", term) for term in text_prefixes(self.definition)]
+        worded.append(("code:missing", "true"))
+        word_searches = [
+            query("Condition", [search, *extra, ("_elements", "code,subject"), ("_count", str(PAGE_SIZE))])
+            for search in worded
+        ]
+        try:
+            results = await batch_entries(self.client, [*code_searches, TEXT_PROBE, *word_searches])
+        except FhirError as exc:
+            if not refused(exc):
+                raise
+            log.info("batch population search refused", extra={"status": getattr(exc, "status", None)})
+            return None
+        coded, (probe, *texts, missing) = results[: len(code_searches)], results[len(code_searches) :]
+        if not all(result.ok for result in coded):
+            log.info("batch population search failed", extra={"statuses": [r.status for r in coded]})
+            return None
+        self._text_probe = probe.ok and probe.total == 0
+        by_text: set[str] | None = None
+        if self._text_probe:
+            # a prefix the server refuses inside a working text search is an error, not a silent gap
+            failed = [r.status for r in texts if not r.ok]
+            if failed:
+                raise FhirError(f"text search for the study's wording failed with status {failed[0]}")
+            by_text = set().union(*(self._with_wording(r.resources) for r in texts))
+        return _Found(
+            by_code=set().union(*(patients_in(r.resources) for r in coded)),
+            by_text=by_text,
+            uncoded=self._with_wording(missing.resources) if missing.ok else None,
+            how="one batch request",
+        )
+
+    async def _population_by_get(self, tokens: list[str], extra: list[tuple[str, str]]) -> _Found:
+        ids: set[str] = set()
+        for chunk in chunks(tokens):
+            params = [("code", chunk), *extra, ("_elements", "subject"), ("_count", str(PAGE_SIZE))]
+            ids |= patients_in(await self.client.search_resources("Condition", params))
+        by_text: set[str] | None = None
+        if text_prefixes(self.definition) and await self._text_search_works():
+            by_text = set()
+            for term in text_prefixes(self.definition):
+                by_text |= await self._worded(("code:text", term), extra) or set()
+        uncoded = await self._worded(("code:missing", "true"), extra, optional=True)
+        return _Found(by_code=ids, by_text=by_text, uncoded=uncoded, how="GET searches (no batch)")
 
     async def _worded(
         self, search: tuple[str, str], extra: list[tuple[str, str]], optional: bool = False
@@ -140,6 +222,9 @@ class ServerSource:
                 raise
             log.info("search not supported", extra={"status": getattr(exc, "status", None)})
             return None
+        return self._with_wording(found)
+
+    def _with_wording(self, found: list[dict[str, Any]]) -> set[str]:
         return patients_in(
             c for c in found if c.get("resourceType") == "Condition" and self._signs.wording(c.get("code"))
         )
@@ -149,9 +234,7 @@ class ServerSource:
         find nothing; a server that drops the modifier would answer every Condition)."""
         if self._text_probe is None:
             try:
-                probe = await self.client.get_json(
-                    "Condition", [("code:text", "zq-no-such-words-xq"), ("_summary", "count")]
-                )
+                probe = await self.client.get_json(TEXT_PROBE)
                 self._text_probe = isinstance(probe, dict) and probe.get("total") == 0
             except FhirError as exc:
                 log.info("text search not supported", extra={"status": getattr(exc, "status", None)})

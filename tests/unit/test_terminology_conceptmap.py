@@ -235,6 +235,7 @@ async def test_a_server_that_ignores_text_search_is_not_asked_by_words_and_the_o
         return httpx.Response(200, json=_bundle(coded))
 
     route = respx.get(f"{base}/Condition").mock(side_effect=answer)
+    respx.post(base).mock(return_value=httpx.Response(405))  # no batch: the GET searches
     async with FhirClient(base) as client:
         source = ServerSource(client, load_criteria(CRITERIA_PATH))
         assert await source.population() == ["p-coded", "p-words"]
@@ -258,6 +259,7 @@ async def test_a_server_without_missing_search_says_text_only_conditions_are_not
         return httpx.Response(200, json=_bundle())
 
     respx.get(f"{base}/Condition").mock(side_effect=answer)
+    respx.post(base).mock(return_value=httpx.Response(501))  # no batch: the GET searches
     async with FhirClient(base) as client:
         source = ServerSource(client, load_criteria(CRITERIA_PATH))
         assert await source.population() == []
