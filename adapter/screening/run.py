@@ -92,7 +92,7 @@ def screen_files(
 async def screen_server(
     client: FhirClient, definition: CriteriaDefinition, as_of: date, progress: Progress | None = None
 ) -> ScreeningReport:
-    source = ServerSource(client, definition)
+    source = ServerSource(client, definition, as_of=as_of)
     population = await source.population()
     unmapped = UnmappedCollector(definition)
     pipeline = Pipeline(
