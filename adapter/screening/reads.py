@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mappings.clinical.resource_types import ALWAYS_READ, CODED_ELEMENTS, NEVER_READ
@@ -188,3 +189,49 @@ def any_coding(concept: Any, test: Callable[[dict[str, Any]], bool]) -> bool:
     if not isinstance(codings, list):
         return True
     return any(not isinstance(coding, dict) or test(coding) for coding in codings)
+
+
+# --- what each Observation criterion reads, and over which window (server queries) ----------------
+
+
+@dataclass(frozen=True)
+class ObservationRead:
+    """One observation clause: the codes it reads (its concepts' exact codes plus the site's local codes
+    mapped to one) and its window in days (None: all history decides, e.g. an undated result)."""
+
+    codes: frozenset[tuple[str, str]]
+    window_days: int | None
+
+
+def observation_reads(definition: CriteriaDefinition) -> list[ObservationRead]:
+    """Every clause that reads Observations, in definition order."""
+    maps = definition.concept_maps
+    found: list[ObservationRead] = []
+    for criterion in definition.criteria:
+        for leaf in criterion.leaves():
+            reads = kind_of(leaf).reads(leaf)
+            if "Observation" not in reads.resource_types or not reads.exact_concepts:
+                continue
+            codes = [
+                (c.system, c.code) for name in reads.exact_concepts for c in definition.concepts[name].codes
+            ]
+            codes += maps.sources_for(codes)
+            found.append(ObservationRead(frozenset(codes), reads.window_days))
+    return found
+
+
+def codes_by_widest_window(reads: list[ObservationRead]) -> dict[int | None, list[tuple[str, str]]]:
+    """Each code under the widest window of the clauses reading it (None, all history, is widest),
+    grouped by that window; codes keep definition order."""
+    widest: dict[tuple[str, str], int | None] = {}
+    for read in reads:
+        for code in sorted(read.codes):
+            if code not in widest:
+                widest[code] = read.window_days
+            else:
+                old = widest[code]
+                widest[code] = None if old is None or read.window_days is None else max(old, read.window_days)
+    groups: dict[int | None, list[tuple[str, str]]] = {}
+    for code, window in widest.items():
+        groups.setdefault(window, []).append(code)
+    return groups

@@ -97,7 +97,7 @@ async def screen_server(
     progress: Progress | None = None,
     population_group: str | None = None,
 ) -> ScreeningReport:
-    source = ServerSource(client, definition)
+    source = ServerSource(client, definition, as_of=as_of)
     group = await group_population(client, population_group) if population_group else None
     population = group.patients if group else await source.population()
     unmapped = UnmappedCollector(definition)

@@ -15,15 +15,19 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from adapter.fhir.client import FhirClient, FhirError
 from adapter.fhir.post_search import batch_entries, refused
 from adapter.fhir.search import any_of, escape, query, references, token
-from mappings.clinical.record import PatientRecord, RecordBuilder, patients_in
+from adapter.screening.reads import codes_by_widest_window, observation_reads
+from mappings.clinical.dates import effective_day
+from mappings.clinical.record import PatientRecord, RecordBuilder, patients_in, resource_key
 from mappings.clinical.resource_types import READ_TYPES
 from mappings.criteria import CriteriaDefinition
 from mappings.kinds.diagnosis import DiagnosisSigns
+from mappings.kinds.observation import IGNORED_OBSERVATION
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,16 @@ def observation_tokens(definition: CriteriaDefinition) -> list[str]:
     codes = [(c.system, c.code) for c in definition.observation_codes()]
     codes += definition.concept_maps.sources_for(codes)
     return [token(system, code) for system, code in dict.fromkeys(codes)]
+
+
+def window_start(as_of: date, window_days: int) -> date:
+    """The first day a ``date=ge`` search asks for: the window's first day, one day early, because a
+    server compares instants (in UTC or its own zone) and the engine the day written in the result."""
+    return as_of - timedelta(days=window_days + 1)
+
+
+def _key(resource: dict[str, Any]) -> str:
+    return resource_key(resource) or str(id(resource))
 
 
 def population_codes(definition: CriteriaDefinition) -> list[tuple[str, str]]:
@@ -96,10 +110,13 @@ class ServerSource:
         batch_size: int = 50,
         concurrency: int = 4,
         also_read: Sequence[CriteriaDefinition] = (),
+        as_of: date | None = None,
     ) -> None:
         """``also_read``: other studies whose Observation codes the records carry too, so that one
-        fetch of a patient's data serves every study a worker or the service screens for."""
+        fetch of a patient's data serves every study a worker or the service screens for.
+        ``as_of``: screening day; with it, Observations are asked within each criterion's window."""
         self.client = client
+        self.as_of = as_of
         self.definition = definition
         self.batch_size = batch_size
         self.concurrency = concurrency
@@ -107,6 +124,9 @@ class ServerSource:
         self._observation_codes = any_of(dict.fromkeys(tokens))
         self._text_probe: bool | None = None
         self._batch_population: bool | None = None  # learnt on the first population search
+        self._missing_probe: bool | None = None
+        self._reads = [r for d in (definition, *also_read) for r in observation_reads(d)]
+        self._code_windows = codes_by_widest_window(self._reads)
         self._signs = DiagnosisSigns(definition)
         self.population_method = "not searched yet"
 
@@ -241,7 +261,12 @@ class ServerSource:
                 self._text_probe = False
         return self._text_probe
 
-    def _batch_requests(self, patient_ids: list[str]) -> list[str]:
+    def _batch_requests(
+        self, patient_ids: list[str], as_of: date | None = None, undated: bool = False
+    ) -> list[str]:
+        """One batch's searches: Patient, then each clinical type by subject. With ``as_of``, each group
+        of Observation codes is asked only from its widest window on (``date=ge``, a day early for time
+        zones), and with ``undated`` also for the results with no date (``date:missing``)."""
         subjects = references("Patient", patient_ids)
         count = ("_count", str(PAGE_SIZE))
         queries = [query("Patient", [("_id", any_of(escape(pid) for pid in patient_ids)), count])]
@@ -250,17 +275,106 @@ class ServerSource:
                 continue
             params = [(read.subject, subjects)]
             if rtype == "Observation":  # only the codes the criteria read: never a hospital's vital signs
-                params.append(("code", self._observation_codes))
+                queries += [
+                    query(rtype, [*params, *window, count])
+                    for window in self._observation_windows(as_of, undated)
+                ]
+                continue
             if read.include:
                 params.append(("_include", read.include))
             queries.append(query(rtype, [*params, count]))
         return queries
 
-    async def _fetch_batch(self, patient_ids: list[str]) -> RecordBuilder:
+    def _observation_windows(self, as_of: date | None, undated: bool) -> list[list[tuple[str, str]]]:
+        """The code and date parameters of each Observation search of a batch."""
+        if as_of is None:
+            return [[("code", self._observation_codes)]]
+        found: list[list[tuple[str, str]]] = []
+        for window, codes in self._code_windows.items():
+            code = ("code", any_of(token(system, value) for system, value in codes))
+            if window is None:
+                found.append([code])
+                continue
+            found.append([code, ("date", f"ge{window_start(as_of, window).isoformat()}")])
+            if undated:
+                found.append([code, ("date:missing", "true")])
+        return found
+
+    async def _fetch_batch(self, patient_ids: list[str], as_of: date | None = None) -> RecordBuilder:
         builder = RecordBuilder()
-        for resources in await self.client.batch_searches(self._batch_requests(patient_ids)):
-            builder.add_all(resources)
+        # Windows only where undated results can be asked for too: ``date=ge`` never finds them, yet
+        # the engine may read one (undated, or dated only by ``issued``). Elsewhere: all history.
+        if as_of is not None and not await self._missing_date_works():
+            as_of = None
+        searches = self._batch_requests(patient_ids, as_of, undated=True)
+        observations: dict[str, dict[str, Any]] = {}
+        for search, resources in zip(searches, await self.client.batch_searches(searches), strict=True):
+            if search.startswith("Observation?"):
+                observations.update((_key(r), r) for r in resources)
+            else:
+                builder.add_all(resources)
+        if as_of is not None:
+            # What the windows did not settle is asked again over all history (those patients, those
+            # codes), so the engine sees what it would see in the files: same answers, same reasons.
+            again = self._unsettled(patient_ids, observations.values(), as_of)
+            by_codes: dict[frozenset[tuple[str, str]], list[str]] = {}
+            for pid, codes in again.items():
+                by_codes.setdefault(frozenset(codes), []).append(pid)
+            searches = [
+                query(
+                    "Observation",
+                    [
+                        ("subject", references("Patient", pids)),
+                        ("code", any_of(token(system, value) for system, value in sorted(codes))),
+                        ("_count", str(PAGE_SIZE)),
+                    ],
+                )
+                for codes, pids in by_codes.items()
+            ]
+            if searches:
+                for resources in await self.client.batch_searches(searches):
+                    observations.update((_key(r), r) for r in resources)
+        builder.add_all(observations.values())
         return builder
+
+    def _unsettled(
+        self, patient_ids: list[str], found: Iterable[dict[str, Any]], as_of: date
+    ) -> dict[str, set[tuple[str, str]]]:
+        """Per patient, the codes of each windowed clause with no usable dated result inside its
+        window: the engine then reads older, undated or no results, which the windows left out."""
+        settled: dict[str, set[int]] = {}
+        for obs in found:
+            if obs.get("status") in IGNORED_OBSERVATION:
+                continue
+            day = effective_day(obs)
+            if day is None or day > as_of:
+                continue
+            patient = ((obs.get("subject") or {}).get("reference")) or ""
+            codes = {(c.get("system"), c.get("code")) for c in (obs.get("code") or {}).get("coding") or ()}
+            for index, read in enumerate(self._reads):
+                window = read.window_days
+                if window is not None and (as_of - day).days <= window and codes & read.codes:
+                    settled.setdefault(patient, set()).add(index)
+        again: dict[str, set[tuple[str, str]]] = {}
+        for pid in patient_ids:
+            done = settled.get(f"Patient/{pid}", set())
+            for index, read in enumerate(self._reads):
+                if read.window_days is not None and index not in done:
+                    again.setdefault(pid, set()).update(read.codes)
+        return again
+
+    async def _missing_date_works(self) -> bool:
+        """Probe once: the server answers ``date:missing`` on Observations (HAPI only with missing
+        fields indexed). A server that ignored the modifier would answer more, never less: safe."""
+        if self._missing_probe is None:
+            try:
+                await self.client.get_json("Observation", [("date:missing", "true"), ("_summary", "count")])
+                self._missing_probe = True
+            except FhirError as exc:
+                log.info("date:missing not supported", extra={"status": getattr(exc, "status", None)})
+                self._missing_probe = False
+            log.info("observation windows", extra={"used": self._missing_probe})
+        return self._missing_probe
 
     async def records(self, patient_ids: Iterable[str]) -> AsyncIterator[PatientRecord]:
         """Records for these patients, batch by batch (bounded concurrency, order of completion)."""
@@ -270,7 +384,7 @@ class ServerSource:
 
         async def run(batch: list[str]) -> RecordBuilder:
             async with semaphore:
-                return await self._fetch_batch(batch)
+                return await self._fetch_batch(batch, self.as_of)
 
         tasks = [asyncio.create_task(run(batch)) for batch in batches]
         try:

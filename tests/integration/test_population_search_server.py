@@ -11,8 +11,7 @@ from pathlib import Path
 from adapter.fhir.client import FhirClient
 from adapter.sources.server import ServerSource, text_prefixes
 from mappings.criteria import load_criteria
-from tests.integration.test_terminology_server import LOCAL_DX, recoded
-from tests.support.patients import put_transaction
+from tests.support.patients import LOCAL_DX, put_transaction, recoded
 
 CRITERIA_PATH = Path(__file__).resolve().parents[2] / "mappings" / "studies" / "NCT06849401" / "criteria.yaml"
 TEXT_PREFIXES = text_prefixes(load_criteria(CRITERIA_PATH))  # the study's population.text_search

@@ -6,19 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from adapter.cli import main
 from adapter.fhir.client import FhirClient
 from adapter.flagging import SUBJECT_SYSTEM
-from tests.support.patients import candidate_on_server, put_transaction
+from tests.support.patients import LOCAL_DX, put_transaction, recoded
 
 NCT = "NCT06849401"
 SCT = "http://snomed.info/sct"
-LOCAL_DX = "http://hospital.example/fhir/CodeSystem/dx"
-ALL_CODES = {"277575008", "12301000132103"}  # the SNOMED T-ALL and relapse codes of the candidate
 
 
 def on_server(hapi_url: str, work: Any) -> Any:
@@ -27,21 +24,6 @@ def on_server(hapi_url: str, work: Any) -> Any:
             return await work(client)
 
     return asyncio.run(go())
-
-
-def recoded(patient_id: str, diagnosis: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A complete candidate whose ALL Conditions are replaced by ``diagnosis`` (code elements)."""
-    resources = candidate_on_server(patient_id, date.today())
-    conditions = [
-        r
-        for r in resources
-        if r["resourceType"] == "Condition"
-        and any(c.get("code") in ALL_CODES for c in r["code"].get("coding") or ())
-    ]
-    assert len(conditions) == len(diagnosis) == 2
-    for resource, code in zip(conditions, diagnosis, strict=True):
-        resource["code"] = code
-    return resources
 
 
 def concept_map(path: Path) -> Path:

@@ -60,3 +60,22 @@ def put_transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
             for r in resources
         ],
     }
+
+
+LOCAL_DX = "http://hospital.example/fhir/CodeSystem/dx"
+ALL_CODES = {"277575008", "12301000132103"}  # the SNOMED T-ALL and relapse codes of the candidate
+
+
+def recoded(patient_id: str, diagnosis: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A complete candidate whose ALL Conditions are replaced by ``diagnosis`` (code elements)."""
+    resources = candidate_on_server(patient_id, date.today())
+    conditions = [
+        r
+        for r in resources
+        if r["resourceType"] == "Condition"
+        and any(c.get("code") in ALL_CODES for c in r["code"].get("coding") or ())
+    ]
+    assert len(conditions) == len(diagnosis) == 2
+    for resource, code in zip(conditions, diagnosis, strict=True):
+        resource["code"] = code
+    return resources
