@@ -15,8 +15,9 @@ from typing import Any
 
 from adapter.cli import main
 from adapter.fhir.client import FhirClient
+from adapter.samples.vocabulary import PLATELETS
 from bench.dense import leukaemia_patient
-from bench.synth import AS_OF, PLATELETS, Options, transaction_bundles
+from bench.synth import AS_OF, Options, transaction_bundles
 from mappings.criteria import load_criteria
 
 CRITERIA_PATH = Path(__file__).resolve().parents[2] / "mappings" / "studies" / "NCT06849401" / "criteria.yaml"
