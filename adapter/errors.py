@@ -5,7 +5,7 @@ the service and the worker log them by type. The study definition's errors are r
 (``mappings`` imports nothing from it), so they are wrapped here (``as_adapter_error``), not subclassed.
 
 Exit codes: 0 success; 1 the command failed (a definition, the input, a source, the FHIR server);
-2 wrong usage or configuration (options, settings); 3 `screen` wrote its report but some patients
+2 wrong usage (an option, a study name, a combination that cannot work); 3 `screen` wrote its report but some patients
 could not be screened (status ``error``); 130 interrupted.
 """
 

@@ -1,10 +1,10 @@
 """The adapter's environment configuration, in one place: every variable it reads, named and typed.
 
-Options stay on the command line (``cli.py``); the environment holds secrets and deployment settings a
+Options stay on the command line (``adapter/cli/``); the environment holds secrets and deployment settings a
 supervisor sets. ``current()`` reads the environment when a command, the service or the worker starts
 using it (and each crash point when it is reached), so a test or a supervisor that changes a variable
 is honoured; nothing else in ``adapter`` reads ``os.environ`` (``mappings`` reads none: the CLI hands
-it ``studies_root``).
+it ``studies_root``), except ``sources/spark.py``, which hands PySpark its own ``PYSPARK_*`` variables.
 """
 
 from __future__ import annotations

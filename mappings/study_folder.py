@@ -22,7 +22,8 @@ CRITERIA_FILE = "criteria.yaml"
 
 
 class StudyChoiceError(StudyDefinitionError):
-    """No study was named and the choice is not obvious (none or several installed)."""
+    """No study was named and the choice is not obvious (none or several installed), or the name names
+    no study: a wrong option, not a broken definition."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ def study_path(ref: str | Path | None = None, root: Path | str | None = None) ->
         return path
     if isinstance(ref, str) and study_module.is_folder_name(text):
         known = ", ".join(installed_studies(base)) or "none"
-        raise StudyDefinitionError(f"no study {text!r} in {base} and no such folder; known studies: {known}")
-    raise StudyDefinitionError(f"{path}: no such study folder")
+        raise StudyChoiceError(f"no study {text!r} in {base} and no such folder; known studies: {known}")
+    raise StudyChoiceError(f"{path}: no such study folder")
 
 
 def load_study_folder(ref: str | Path | None = None, root: Path | str | None = None) -> StudyFolder:

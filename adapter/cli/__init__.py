@@ -1,6 +1,5 @@
 """The ``trial-adapter`` command line: ``main`` builds the parser from each command group's module
-(``study_commands``: map, publish, load-sample; ``screen``; ``worker``; ``serve``; ``report`` in
-``adapter.worker.changes``), options shared in ``options``, what commands share in ``common``."""
+(``study_commands``: map, publish, load-sample; ``screen``; ``worker``; ``serve``; ``report``), options shared in ``options``, what commands share in ``common``."""
 
 from .common import (
     PROG,

@@ -50,7 +50,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CliError(f"no worker state at {args.state}")
     studies = definitions(args)
     try:
-        state = WorkerState(args.state, legacy_study=studies[0].study)
+        state = WorkerState(args.state, legacy_study=studies[0].study if len(studies) == 1 else None)
         try:
             report = what_changed(state, args.since, {d.study: titles(d) for d in studies})
         finally:

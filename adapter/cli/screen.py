@@ -21,6 +21,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
     criteria = definition(args)
     progress = progress_of(sys.stderr.isatty() and not args.quiet)
+    if args.fhir_url and (args.engine == "spark" or args.spark_master):
+        raise UsageError("--engine spark screens a Bulk Data NDJSON export (--source), not a server")
     if args.population_group and not args.fhir_url:
         raise UsageError("--population-group needs --fhir-url")
     if args.fhir_url:

@@ -310,7 +310,12 @@ class FhirClient(AsyncFHIRClient):
         for search, entry in zip(searches, entries, strict=True):
             status = str((entry.get("response") or {}).get("status", ""))
             page = entry.get("resource")
-            if not status.startswith("2") or not isinstance(page, dict):
+            if (
+                not status.startswith("2")
+                or not isinstance(page, dict)
+                or page.get("resourceType") != "Bundle"
+            ):
+                # An OperationOutcome (or nothing) in a 2xx entry is no answer: never read as "no data".
                 raise FhirError(f"batch search {search.split('?')[0]} failed with status {status or 'none'}")
             found: list[dict[str, Any]] = []
             seen: set[str] = set()

@@ -112,11 +112,6 @@ def worker_study_file(study: str) -> Path:
     return _study_files.get(study) or study_dir(study) / "study.json"
 
 
-def worker_definition() -> CriteriaDefinition:
-    """The first served study's definition."""
-    return worker_definitions()[0]
-
-
 def screen_bundle(
     data: Any, max_entries: int, as_of: date, operation: str = "$screen"
 ) -> list[tuple[CriteriaDefinition, PatientResult]]:

@@ -23,7 +23,13 @@ from adapter.fhir.post_search import batch_entries, refused
 from adapter.fhir.search import any_of, escape, query, references, token
 from adapter.screening.reads import codes_by_widest_window, observation_reads
 from mappings.clinical.dates import effective_day
-from mappings.clinical.record import PatientRecord, RecordBuilder, patients_in, resource_key
+from mappings.clinical.record import (
+    PatientRecord,
+    RecordBuilder,
+    normalise_reference,
+    patients_in,
+    resource_key,
+)
 from mappings.clinical.resource_types import READ_TYPES
 from mappings.criteria import CriteriaDefinition
 from mappings.kinds.diagnosis import DiagnosisSigns
@@ -344,13 +350,20 @@ class ServerSource:
         window: the engine then reads older, undated or no results, which the windows left out."""
         settled: dict[str, set[int]] = {}
         for obs in found:
-            if obs.get("status") in IGNORED_OBSERVATION:
+            subject, code = obs.get("subject"), obs.get("code")
+            if obs.get("status") in IGNORED_OBSERVATION or not isinstance(subject, dict):
                 continue
             day = effective_day(obs)
-            if day is None or day > as_of:
-                continue
-            patient = ((obs.get("subject") or {}).get("reference")) or ""
-            codes = {(c.get("system"), c.get("code")) for c in (obs.get("code") or {}).get("coding") or ()}
+            if day is None or day > as_of or not isinstance(code, dict):
+                continue  # an odd shape settles nothing: its patient is asked over all history
+            reference = subject.get("reference")
+            patient = (normalise_reference(reference) if isinstance(reference, str) else None) or ""
+            codings = code.get("coding")
+            codes = {
+                (c.get("system"), c.get("code"))
+                for c in (codings if isinstance(codings, list) else ())
+                if isinstance(c, dict)
+            }
             for index, read in enumerate(self._reads):
                 window = read.window_days
                 if window is not None and (as_of - day).days <= window and codes & read.codes:

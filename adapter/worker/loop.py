@@ -98,7 +98,6 @@ class Worker:
         self.populations = [ServerSource(client, d, batch_size=batch) for d in self.definitions]
         self.source = ServerSource(client, self.definition, batch_size=batch, also_read=self.definitions[1:])
         self.flaggers = {d.study: Flagger(client, d.study) for d in self.definitions}
-        self.flagger = self.flaggers[self.definition.study]
         self.status = WorkerStatus()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -164,7 +163,13 @@ class Worker:
         for flagger in self.flaggers.values():
             await flagger.prepare()
         checkpoint = self.state.checkpoint()
-        full = checkpoint is None or self.state.get("full_pass_day") != as_of.isoformat()
+        served_now = ",".join(sorted(self.flaggers))
+        # A study added (or removed) since the last full pass: its patients are screened today, not tomorrow.
+        full = (
+            checkpoint is None
+            or self.state.get("full_pass_day") != as_of.isoformat()
+            or self.state.get("full_pass_studies") != served_now
+        )
         notified, self._pending = self._pending, set()
         self.status.pending_notifications = 0
         try:
@@ -191,6 +196,7 @@ class Worker:
         self.state.set_checkpoint(started)
         if full:
             self.state.put("full_pass_day", as_of.isoformat())
+            self.state.put("full_pass_studies", served_now)
         self.status.passes += 1
         self.status.last_pass_finished = _now().isoformat()
 

@@ -30,7 +30,7 @@ async def run_worker(
     """One worker for every study given (one ``--study`` each)."""
     studies = served(definitions)
     # An older state file was written for one study: the first given (see state.py).
-    state = WorkerState(args.state, legacy_study=studies[0].study)
+    state = WorkerState(args.state, legacy_study=studies[0].study if len(studies) == 1 else None)
     config = WorkerConfig(
         interval=args.interval, overlap=args.overlap, batch_size=args.batch_size, once=args.once
     )

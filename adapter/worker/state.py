@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from adapter.errors import ConfigError
 from adapter.screening.results import PatientResult
 
 SCHEMA_VERSION = 2
@@ -68,8 +69,8 @@ DROP TABLE result_history_v1;
 """
 
 
-class StateVersionError(ValueError):
-    """The state file needs a migration the caller cannot do (no study to attribute old rows to)."""
+class StateVersionError(ConfigError):
+    """The state file needs a migration the caller cannot do (no single study to attribute old rows to)."""
 
 
 def result_digest(result: PatientResult, as_of: str) -> str:
@@ -121,7 +122,8 @@ class WorkerState:
             if old and "study" not in old:
                 if legacy_study is None:
                     raise StateVersionError(
-                        "the worker state file is from an older version; start the worker on it once to migrate"
+                        "the worker state file is from an older, single-study version: start the worker on it "
+                        "once with that one --study to migrate it"
                     )
                 for statement in _MIGRATE_1.format(schema=_SCHEMA).split(";"):
                     if statement.strip():

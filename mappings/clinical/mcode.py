@@ -73,17 +73,23 @@ def with_histology(condition: dict[str, Any]) -> dict[str, Any]:
     extensions = condition.get("extension")
     if not isinstance(extensions, list):
         return condition
-    extra = [
-        coding
+    values = [
+        ext.get("valueCodeableConcept")
         for ext in extensions
         if isinstance(ext, dict) and ext.get("url") == HISTOLOGY
-        for coding in ((ext.get("valueCodeableConcept") or {}).get("coding") or ())
-        if isinstance(coding, dict)
     ]
     code = condition.get("code")
-    if not extra or (code is not None and not isinstance(code, dict)):
+    if code is not None and not isinstance(code, dict):
+        return condition  # an odd code is the engine's to judge (unknown), not this reading's
+    codings = (code or {}).get("coding")
+    present = codings if isinstance(codings, list) else []
+    extra = [
+        coding
+        for value in values
+        if isinstance(value, dict) and isinstance(value.get("coding"), list)
+        for coding in value["coding"]
+        if isinstance(coding, dict) and coding not in present  # once: records are rebuilt (ConceptMaps)
+    ]
+    if not extra:
         return condition
-    code = dict(code or {})
-    codings = code.get("coding")
-    code["coding"] = [*(codings if isinstance(codings, list) else ()), *extra]
-    return {**condition, "code": code}
+    return {**condition, "code": {**(code or {}), "coding": [*present, *extra]}}

@@ -194,3 +194,32 @@ def test_one_service_flags_pushed_patients_for_the_study_they_fit(hapi_url, tmp_
 
 async def _gather(client: FhirClient, pairs: set[tuple[str, str]]) -> dict:
     return {pair: await flags(client, *pair) for pair in pairs}
+
+
+def test_a_study_added_to_a_running_worker_is_screened_the_same_day(hapi_url, tmp_path):
+    """A worker that served one study and is restarted with a second screens the second study's
+    patients at once (a full pass), not only those whose data change after the restart."""
+    publish_both(hapi_url)
+    b_all = f"added-b-{uuid.uuid4().hex[:8]}"
+    run(
+        lambda c: c.transaction(
+            put_transaction(b_all_candidate_on_server(b_all, date.today())), idempotent=True
+        ),
+        hapi_url,
+    )
+    first, both = definitions()[:1], definitions()
+
+    async def once(client: FhirClient, served: list) -> tuple[list[dict], list[dict]]:
+        state = WorkerState(tmp_path / "state.sqlite")
+        try:
+            worker = Worker(client, served, state, WorkerConfig(once=True, overlap=0))
+            assert await worker.run() == 0
+        finally:
+            state.close()
+        return await flags(client, STUDY, b_all)
+
+    assert run(lambda c: once(c, first), hapi_url) == ([], [])  # only NCT06849401 served: no flag
+    [subject], [task] = run(lambda c: once(c, both), hapi_url)  # same day, nothing changed on the server
+    assert (
+        subject["status"] == "candidate" and task["focus"]["reference"] == f"ResearchSubject/{subject['id']}"
+    )

@@ -216,3 +216,21 @@ async def test_a_failing_page_inside_a_batch_search_fails_the_whole_batch(client
     respx.get(BASE, params={"_getpages": "p1"}).mock(side_effect=httpx.ReadTimeout("hung"))
     with pytest.raises(FhirConnectionError):
         await client.batch_searches(["Condition?subject=Patient/1", "Condition?subject=Patient/2"])
+
+
+@respx.mock
+async def test_a_batch_entry_that_is_not_a_searchset_is_an_error_not_no_data(client, sleeps):
+    """A 2xx entry holding an OperationOutcome is no answer: read as empty, it would hide a patient's
+    records and let an exclusion pass as not-met."""
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]}
+    reply = {
+        "resourceType": "Bundle",
+        "type": "batch-response",
+        "entry": [
+            {"resource": page("a"), "response": {"status": "200 OK"}},
+            {"resource": outcome, "response": {"status": "200 OK"}},
+        ],
+    }
+    respx.post(BASE).mock(return_value=httpx.Response(200, json=reply))
+    with pytest.raises(FhirError, match="batch search Condition failed"):
+        await client.batch_searches(["Condition?subject=Patient/1", "Condition?subject=Patient/2"])

@@ -224,3 +224,23 @@ def test_group_members_unreachable_ones_are_reported() -> None:
         asyncio.run(group_population(_FakeServer({"resourceType": "Patient"}), "Group/g"))  # type: ignore[arg-type]
     with pytest.raises(UsageError):
         asyncio.run(group_population(_FakeServer(group), "Group/../x"))  # type: ignore[arg-type]
+
+
+def test_odd_histology_extensions_leave_the_condition_as_it_is_and_are_read_once():
+    from mappings.clinical.mcode import HISTOLOGY, with_histology
+
+    odd = {
+        "resourceType": "Condition",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91857003"}]},
+        "extension": [
+            {"url": HISTOLOGY, "valueCodeableConcept": "9837/3"},
+            {"url": HISTOLOGY, "valueCodeableConcept": {"coding": 5}},
+            {"url": HISTOLOGY, "valueCodeableConcept": {"coding": ["9837/3"]}},
+        ],
+    }
+    assert with_histology(odd) is odd
+    icdo_t = {"system": ICDO3_T_ALL[0], "code": ICDO3_T_ALL[1]}
+    good = {**odd, "extension": [{"url": HISTOLOGY, "valueCodeableConcept": {"coding": [icdo_t]}}]}
+    once = with_histology(good)
+    assert once["code"]["coding"] == [*odd["code"]["coding"], icdo_t]
+    assert with_histology(once) == once  # a record rebuilt (ConceptMaps) does not add it again

@@ -160,3 +160,21 @@ async def test_a_server_without_missing_date_search_gets_no_windows():
     assert [o["id"] for o in records[0].of_type("Observation")] == ["old"]
     observation_searches = [s for s in server.searches if s.startswith("Observation?")]
     assert len(observation_searches) == 1 and "date" not in observation_searches[0]
+
+
+def test_odd_observation_shapes_settle_nothing_and_never_abort_the_batch():
+    """A malformed Observation from a lax server leaves its patient to be asked over all history (the
+    pipeline then judges the record), and an absolute subject reference still settles its patient."""
+    source = ServerSource.__new__(ServerSource)
+    source._reads = observation_reads(load_criteria(CRITERIA_PATH))
+    day = AS_OF - timedelta(days=1)
+    odd = [
+        _obs("s1", "p1", day, subject="Patient/p1"),
+        _obs("s2", "p1", day, code="777-3"),
+        _obs("s3", "p1", day, code={"coding": ["777-3", 5]}),
+        _obs("s4", "p1", day, subject={"reference": 7}),
+        _obs("abs", "p2", day, subject={"reference": "https://fhir.example.test/fhir/Patient/p2"}),
+    ]
+    again = source._unsettled(["p1", "p2"], odd, AS_OF)
+    assert PLATELETS[:2] in again["p1"]  # nothing odd settled p1's platelets
+    assert PLATELETS[:2] not in again.get("p2", set())  # the absolute reference counted for p2

@@ -64,7 +64,9 @@ def test_a_folder_that_is_not_a_study_is_one_clear_line(
     code, _, err = run(capsys, "map", "--study", str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
     assert code == 1 and err.strip().endswith("not a study folder (no study.json)")
     code, _, err = run(capsys, "--study", "NCT99999999", "map", "--out", str(tmp_path / "out"))
-    assert code == 1 and "no study 'NCT99999999'" in err and "known studies: NCT06849401" in err
+    assert (
+        code == 2 and "no study 'NCT99999999'" in err and "known studies: NCT06849401" in err
+    )  # a wrong option
     assert not (tmp_path / "out").exists()
     # criteria and record of two different studies: refused, not mixed
     mixed = tmp_path / "mixed"
@@ -199,3 +201,12 @@ def test_wording_left_out_comes_from_the_concept_sets_and_a_population_names_kno
         _definition({"concepts": ["nope"]}, None)
     with pytest.raises(ValueError, match="not a regular expression"):
         _definition({"text": ["("]}, None)
+
+
+def test_spark_options_need_an_export_not_a_server(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "screen", "--fhir-url", "http://127.0.0.1:9/fhir", "--engine", "spark")
+    assert code == 2 and "--engine spark screens a Bulk Data NDJSON export" in err
+    code, _, err = run(
+        capsys, "screen", "--fhir-url", "http://127.0.0.1:9/fhir", "--spark-master", "local[1]"
+    )
+    assert code == 2 and "not a server" in err

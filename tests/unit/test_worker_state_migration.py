@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,18 @@ def test_results_are_kept_per_study(tmp_path):
     assert (state.last_digest("A", "Patient/p1"), state.last_digest("B", "Patient/p1")) == ("d1", "d2")
     assert [(r.study, r.patient) for r in state.history()] == [("A", "Patient/p1"), ("B", "Patient/p1")]
     state.close()
+
+
+def test_an_old_file_is_not_given_to_one_of_several_studies(tmp_path, capsys):
+    """Several --study: whose the old single-study rows are is not guessed (one line, file unchanged)."""
+    from adapter.cli import main
+
+    path = v1_file(tmp_path / "old.sqlite")
+    fixture = str(Path(__file__).resolve().parents[1] / "fixtures" / "studies" / "cd19-ball-test")
+    with pytest.raises(SystemExit) as stopped:
+        main(["report", "--state", str(path), "--study", "NCT06849401", "--study", fixture])
+    code, err = stopped.value.code, capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "single-study" in err
+    still = sqlite3.connect(path)
+    assert "study" not in {r[1] for r in still.execute("PRAGMA table_info(last_result)")}
+    still.close()
