@@ -79,7 +79,7 @@ class ScreeningReads:
         # Any of those codes as the JSON string value of a "code" key. Codes never need escaping; a line
         # with an escape (\u...) is parsed in full instead of trusting this scan.
         values = sorted({code for _, code in self.observation_codes}, key=len, reverse=True)
-        self._criteria_code = re.compile(
+        self.criteria_code = re.compile(
             rb'"code"\s*:\s*"(?:' + b"|".join(re.escape(_json_text(v)) for v in values) + rb')"'
         )
         self._concepts = list(definition.concepts.values())
@@ -105,7 +105,7 @@ class ScreeningReads:
                 return False
         if b"\\u" in raw or not (raw.endswith(b"}\n") or raw.rstrip().endswith(b"}")):
             return False
-        return not observation or self._criteria_code.search(raw) is None
+        return not observation or self.criteria_code.search(raw) is None
 
     # --- parsed resources ------------------------------------------------------------------------
 

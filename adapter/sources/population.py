@@ -106,6 +106,15 @@ def find_population(files: list[Path], reads: ScreeningReads, signs: PopulationS
     return sorted(ids)
 
 
+def holds_conditions(path: Path) -> bool:
+    """A file the population pass reads first: named for Conditions (Bulk Data writes one file per
+    type, named by it) or starting with a Condition line. Other files are checked as they are read."""
+    if path.name.startswith("Condition"):
+        return True
+    with path.open("rb") as handle:
+        return _CONDITION_LINE.match(handle.read(256).lstrip()) is not None
+
+
 def _condition_starts(chunk: bytes, newlines: int) -> list[int]:
     """Lines that are, or may be, Conditions: typed Condition, escaped, or not typed first."""
     lines = newlines + (0 if chunk.endswith(b"\n") else 1)
@@ -144,11 +153,12 @@ class DecidingObservations:
 
     codes: frozenset[tuple[str, str]]
     as_of: date
-    _best: dict[tuple[str, str], tuple[Any, list[int]]] = field(default_factory=dict)
-    _kept: dict[int, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    _best: dict[tuple[str, str], tuple[Any, list[Any]]] = field(default_factory=dict)
+    _kept: dict[Any, tuple[dict[str, Any], str]] = field(default_factory=dict)
     _pinned: int = 0
 
-    def add(self, seq: int, obs: dict[str, Any], where: str) -> None:
+    def add(self, seq: Any, obs: dict[str, Any], where: str) -> None:
+        """``seq``: the result's place in record order (any comparable: ties go to the first)."""
         mine = self._criteria_codes(obs)
         day = effective_day(obs) if mine else None
         if not mine or _ignored(obs) or day is None or day > self.as_of:
@@ -170,12 +180,18 @@ class DecidingObservations:
             if len(self._kept) > 2 * (self._pinned + len(self._best)) + 64:
                 self._drop_beaten()
 
-    def newer_than(self, code: tuple[str, str], key: Any) -> bool:
-        """Whether a result kept for this code is strictly newer than ``key``."""
-        best = self._best.get(code)
-        return best is not None and best[0] > key
+    def beats(self, key: Any, codes: Iterable[tuple[str, str]]) -> bool:
+        """Whether, for each code, a result kept is strictly newer than ``key``: a result of those codes
+        at that instant cannot decide."""
+        seen = False
+        for code in codes:
+            best = self._best.get(code)
+            if best is None or not best[0] > key:
+                return False
+            seen = True
+        return seen
 
-    def kept(self) -> Iterator[tuple[int, dict[str, Any], str]]:
+    def kept(self) -> Iterator[tuple[Any, dict[str, Any], str]]:
         self._drop_beaten()
         for seq in sorted(self._kept):
             obs, where = self._kept[seq]
@@ -227,18 +243,16 @@ def population_of(resources: Iterable[dict[str, Any]], signs: PopulationSigns) -
     return out
 
 
-class RawBeaten:
-    """Whether an Observation line is beaten before it is parsed: older than its patient's newest result
-    for every criteria code it may carry. The same argument as ``DecidingObservations``, on bytes:
+class RawObservation:
+    """What decides whether an Observation line can matter, read from its bytes without parsing it.
 
-    - a plain Observation line without any backslash (no escape can hide a code or a date), without
-      components or contained resources, and with no date element but one ``effectiveDateTime``;
-    - the criteria code values it holds anywhere (a superset of its top-level codes): for each, every
-      criteria (system, code) pair with that value already has a result strictly newer than this date.
-
-    If that single ``effectiveDateTime`` is not top-level, the result is undated; an undated result
-    decides nothing where a dated one exists, which it does for each of its codes. Anything else is
-    parsed."""
+    ``facts`` answers for a plain Observation line without any backslash (no escape can hide a code or
+    a date), without components or contained resources, with no date element but one
+    ``effectiveDateTime``, and one patient reference, its ``subject``: the patient, the result's
+    instant and the criteria (system, code) pairs whose code values it holds anywhere (a superset of its
+    top-level codes). Such a line cannot decide while, for each pair, its patient has a result strictly
+    newer (``DecidingObservations.beats``): the same argument as ``DecidingObservations``, on bytes.
+    Anything else is parsed."""
 
     _START = (b'{"resourceType":"Observation",', b'{"resourceType": "Observation",')
     _UNSURE = re.compile(
@@ -247,6 +261,7 @@ class RawBeaten:
     )
     _EFFECTIVE = re.compile(rb'"effectiveDateTime"\s*:\s*"([^"]*)"')
     _PATIENT = re.compile(rb'Patient/([A-Za-z0-9\-.]{1,64})(?=["/])')
+    _SUBJECT = re.compile(rb'"subject"\s*:\s*\{\s*"reference"\s*:\s*"([^"]*)"')
 
     def __init__(self, codes: frozenset[tuple[str, str]], as_of: date) -> None:
         self.as_of = as_of
@@ -256,25 +271,35 @@ class RawBeaten:
         values = sorted(self._pairs, key=len, reverse=True)
         self._code = re.compile(rb'"code"\s*:\s*"(' + b"|".join(re.escape(v) for v in values) + rb')"')
 
-    def beaten(self, raw: bytes, deciding: dict[str, DecidingObservations]) -> bool:
+    def facts(self, raw: bytes) -> tuple[str, Any, list[tuple[str, str]]] | None:
+        """(patient key, instant key, criteria pairs) of a dated result on or before the as-of date."""
         # cheapest tests first: most lines fail one of them
         if not raw.startswith(self._START) or b"\\" in raw or raw.count(b'"effectiveDateTime"') != 1:
-            return False
+            return None
         patients = set(self._PATIENT.findall(raw))
         if len(patients) != 1:
-            return False
-        mine = deciding.get(f"Patient/{patients.pop().decode()}")
-        if mine is None:
-            return False
+            return None
+        subject = self._SUBJECT.search(raw)
+        patient = f"Patient/{patients.pop().decode()}"
+        if subject is None or normalise_reference(subject[1].decode()) != patient:
+            return None
         values = set(self._code.findall(raw))
         if not values or self._UNSURE.search(raw):
-            return False
+            return None
         found = self._EFFECTIVE.search(raw)
         if found is None:
-            return False
+            return None
         value = found[1].decode()
         day = day_of(value)
         if day is None or day > self.as_of:
+            return None
+        pairs = [pair for v in values for pair in self._pairs[v]]
+        return patient, instant_key({"effectiveDateTime": value}, day), pairs
+
+    def beaten(self, raw: bytes, deciding: dict[str, DecidingObservations]) -> bool:
+        """Whether a line is older, for each of its codes, than what its patient already has."""
+        facts = self.facts(raw)
+        if facts is None:
             return False
-        key = instant_key({"effectiveDateTime": value}, day)
-        return all(mine.newer_than(pair, key) for v in values for pair in self._pairs[v])
+        mine = deciding.get(facts[0])
+        return mine is not None and mine.beats(facts[1], facts[2])

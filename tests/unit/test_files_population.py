@@ -3,6 +3,7 @@ pass, deciding Observations, byte-identical output across workers and with ``--a
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -141,16 +142,37 @@ def test_a_whole_chunk_is_filtered_exactly_as_line_by_line(filters):
         assert filters.wanted_starts(chunk) == expected
 
 
-def test_a_workers_share_of_every_patient_covers_each_patient_once():
-    lines = [line for line in _corpus() if line.startswith(b'{"resourceType":"')]
+def test_every_line_mode_keeps_what_skippable_line_would_read():
+    reads = ScreeningReads(definition())
+    every = LineFilter(None, coded=reads.criteria_code)
+    lines = [
+        compact(obs(PLATELETS, 90, "10*9/L", ago=3, subject="p2")),
+        compact({"resourceType": "Observation", "id": "hr", "code": {"text": "heart rate"}}),
+        b'{"resourceType":"Observation","note":"\\u00e9","subject":{"reference":"Patient/q7"}}\n',
+        compact(obs(CREATININE_MASS, 0.5, "mg/dL", ago=3, subject="p9")),
+    ]
     chunk = b"".join(lines)
-    shares = [LineFilter(None, owns=lambda pid, k=k: hash(pid) % 2 == k) for k in (0, 1)]
-    for share in shares:
-        assert share.wanted_starts(chunk) == [
-            sum(len(x) for x in lines[:i]) for i, line in enumerate(lines) if share.wanted_line(line)
-        ]
-    both = set(shares[0].wanted_starts(chunk)) | set(shares[1].wanted_starts(chunk))
-    assert len(both) == len(lines)  # every line has a worker (Encounters name nobody: everyone reads them)
+    offsets = [sum(len(x) for x in lines[:i]) for i in range(len(lines))]
+    assert every.wanted_starts(chunk) == [
+        o for o, line in zip(offsets, lines, strict=True) if not reads.skippable_line(line)
+    ]
+    mixed = chunk + compact(patient(id="p2"))  # not one type: every line, as before
+    assert every.wanted_starts(mixed) == [*offsets, len(chunk)]
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7, 50])
+def test_line_ranges_start_at_line_starts_and_cover_the_file(parts, tmp_path):
+    from adapter.sources.ndjson_scan import line_ranges
+
+    rng = random.Random(parts)
+    text = b"".join(b"x" * rng.randint(0, 40) + b"\n" for _ in range(30)) + b"tail-without-newline"
+    path = tmp_path / "f.ndjson"
+    path.write_bytes(text)
+    ranges = line_ranges(path, parts)
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(text)
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in itertools.pairwise(ranges))
+    assert all(start == 0 or text[start - 1 : start] == b"\n" for start, _ in ranges)
+    assert len(ranges) <= parts
 
 
 # --- population ------------------------------------------------------------------------------------
@@ -335,13 +357,13 @@ def test_workers_must_be_positive(tmp_path, capsys):
 
 
 def test_a_line_is_beaten_only_when_provably_older_for_each_of_its_codes():
-    from adapter.sources.population import RawBeaten
+    from adapter.sources.population import RawObservation
 
     codes = observation_codes(definition())
     deciding = DecidingObservations(codes, AS_OF)
     deciding.add(1, obs(PLATELETS, 90, "10*9/L", ago=2, subject="p1"), "line 1")
     mine = {"Patient/p1": deciding}
-    beaten = RawBeaten(codes, AS_OF)
+    beaten = RawObservation(codes, AS_OF)
     older = obs(PLATELETS, 50, "10*9/L", ago=9, subject="p1")
     assert beaten.beaten(compact(older), mine)
     assert beaten.beaten(spaced(older), mine)
