@@ -10,15 +10,17 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapter.errors import EXIT_FAILED, AdapterError, UsageError
 from adapter.fhir.auth import bearer_from
-from adapter.fhir.client import FhirClient
 from adapter.settings import current as environment
 from mappings.criteria import CriteriaDefinition
 from mappings.study_folder import StudyChoiceError, StudyFolder, load_study_folder
 from mappings.terminology.conceptmap import load_concept_maps
+
+if TYPE_CHECKING:
+    from adapter.fhir.client import FhirClient
 
 PROG = "trial-adapter"
 
@@ -135,6 +137,8 @@ def auth_of(args: argparse.Namespace) -> Any:
 
 
 def client_of(args: argparse.Namespace) -> FhirClient:
+    from adapter.fhir.client import FhirClient  # httpx, fhirpy, aiohttp: not for a run over files
+
     return FhirClient(
         args.fhir_url,
         auth=auth_of(args),

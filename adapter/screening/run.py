@@ -6,20 +6,22 @@ import logging
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from adapter.fhir.client import FhirClient
 from adapter.pipeline import Pipeline, Progress
 from adapter.sources.export import screen_export
 from adapter.sources.files import load_records
-from adapter.sources.group import group_population, not_returned
-from adapter.sources.server import ServerSource
 from mappings.clinical.record import PatientRecord
+from mappings.clinical.units import warm_up
 from mappings.criteria import CriteriaDefinition
 
 from .engine import Screener
 from .reads import ScreeningReads
 from .results import PatientResult, ScreeningReport, UnmappedItem
 from .unmapped import UnmappedCollector
+
+if TYPE_CHECKING:
+    from adapter.fhir.client import FhirClient
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,10 @@ async def screen_server(
     progress: Progress | None = None,
     population_group: str | None = None,
 ) -> ScreeningReport:
+    from adapter.sources.group import group_population, not_returned
+    from adapter.sources.server import ServerSource  # the HTTP stack: only for a run over a server
+
+    warm_up()  # the unit registry is built while the server answers
     source = ServerSource(client, definition, as_of=as_of)
     group = await group_population(client, population_group) if population_group else None
     population = group.patients if group else await source.population()

@@ -33,7 +33,7 @@ from adapter.screening.reads import ScreeningReads
 from adapter.screening.results import PatientResult
 from adapter.screening.unmapped import UnmappedCollector
 from mappings.clinical.record import PatientRecord
-from mappings.clinical.units import convert
+from mappings.clinical.units import ready, warm_up
 from mappings.criteria import CriteriaDefinition
 
 from .export_part import Doubt, Found, Part, PartReader, Scan
@@ -67,6 +67,9 @@ class ExportResults:
 
 
 _SCAN: Scan | None = None
+_SCREENING: tuple[list[PatientRecord], CriteriaDefinition, date] | None = None
+#: Fewer records than this per worker are screened in one process (a fork costs more).
+SCREEN_PER_WORKER = 250
 
 
 def screen_export(
@@ -101,8 +104,7 @@ def screen_export(
             again = _parts(files, workers, conditions=None)
             scan = Scan(definition, as_of, late)
             records += _merge(again, _read(again, scan, workers), scan)
-        gaps = UnmappedCollector(definition)
-        results = Pipeline(Screener(definition, as_of), unmapped=gaps).run(records)
+        results, gaps = _screen(records, definition, as_of, workers)
     results.sort(key=lambda r: r.patient)
     outside = None if all_patients else max(0, patient_lines - len(results))
     return ExportResults(results, outside, gaps)
@@ -126,11 +128,14 @@ def _read(parts: list[Part], scan: Scan, workers: int) -> list[Found]:
     try:
         if workers == 1 or len(parts) == 1:
             return [_read_part(part) for part in parts]
-        if scan.patient_ids is None or scan.patient_ids:
-            convert(1.0, "mg/dL", "umol/L", 113.12)  # build the UCUM registry (~0.5 s) once, before forking
         # fork: the workers inherit the loaded criteria, modules and _SCAN instead of rebuilding them
         with ProcessPoolExecutor(min(workers, len(parts)), mp_context=get_context("fork")) as pool:
-            return list(pool.map(_read_part, parts))
+            found = pool.map(_read_part, parts)  # (every worker is forked by now)
+            building = warm_up() if scan.patient_ids is None or scan.patient_ids else None
+            done = list(found)  # reading converts no unit: the registry is built while the workers read
+            if building is not None:
+                building.join()  # no thread alive at the next fork
+            return done
     finally:
         _SCAN = None
 
@@ -138,6 +143,40 @@ def _read(parts: list[Part], scan: Scan, workers: int) -> list[Found]:
 def _read_part(part: Part) -> Found:
     assert _SCAN is not None
     return PartReader(_SCAN, part).read()
+
+
+def _screen(
+    records: list[PatientRecord], definition: CriteriaDefinition, as_of: date, workers: int
+) -> tuple[list[PatientResult], UnmappedCollector]:
+    """Every record's result; on several workers (forked: they inherit the records) when many."""
+    global _SCREENING
+    gaps = UnmappedCollector(definition)
+    workers = min(workers, len(records) // SCREEN_PER_WORKER)
+    if workers <= 1:
+        return Pipeline(Screener(definition, as_of), unmapped=gaps).run(records), gaps
+    ready()  # the workers inherit the unit registry built
+    _SCREENING = (records, definition, as_of)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            shares = list(pool.map(_screen_share, [(k, workers) for k in range(workers)]))
+    finally:
+        _SCREENING = None
+    results = []
+    for share, findings in shares:
+        results += share
+        gaps.absorb(findings)
+    return results, gaps
+
+
+def _screen_share(share: tuple[int, int]) -> tuple[list[PatientResult], dict[tuple[Any, ...], Any]]:
+    """One worker's contiguous share of the records: their results and terminology gaps."""
+    assert _SCREENING is not None
+    records, definition, as_of = _SCREENING
+    k, workers = share
+    size = -(-len(records) // workers)
+    gaps = UnmappedCollector(definition)
+    results = Pipeline(Screener(definition, as_of), unmapped=gaps).run(records[k * size : (k + 1) * size])
+    return results, gaps.findings()
 
 
 def _merge(parts: list[Part], found: list[Found], scan: Scan) -> list[PatientRecord]:

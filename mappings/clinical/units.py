@@ -7,18 +7,46 @@ compared in a unit it was not converted to.
 from __future__ import annotations
 
 import math
-from functools import cache, lru_cache
+import os
+import threading
+from functools import lru_cache
 from typing import Any
 
 _DIMENSIONLESS_ANNOTATIONS = {"", "1", "{score}", "{grade}", "{index}"}
+_BUILT: list[Any] = []
+_BUILDING = threading.Lock()
 
 
-@cache
 def _registry() -> Any:
-    # Importing ucumvert builds pint's registry and parses the UCUM grammar (~1 s): do it once, lazily.
-    from ucumvert import PintUcumRegistry
+    # Importing ucumvert builds pint's registry and parses the UCUM grammar (~0.5 s): do it once, lazily.
+    with _BUILDING:
+        if not _BUILT:
+            from ucumvert import PintUcumRegistry
 
-    return PintUcumRegistry()
+            _BUILT.append(PintUcumRegistry())
+        return _BUILT[0]
+
+
+def _new_lock() -> None:
+    global _BUILDING
+    _BUILDING = threading.Lock()  # a child forked while a thread was building must not inherit it held
+
+
+os.register_at_fork(after_in_child=_new_lock)
+
+
+def warm_up() -> threading.Thread:
+    """Build the unit registry in a background thread, while this process waits for something else
+    (a server's answers, worker processes): the first conversion then does not pay for it. Join the
+    thread before forking workers that convert, so they inherit the registry built."""
+    thread = threading.Thread(target=_registry, name="ucum-registry", daemon=True)
+    thread.start()
+    return thread
+
+
+def ready() -> None:
+    """Build the unit registry now (before forking workers that convert)."""
+    _registry()
 
 
 class UnitError(ValueError):

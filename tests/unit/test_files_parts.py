@@ -23,7 +23,7 @@ from tests.support.clinical import (
     obs,
     patient,
 )
-from tests.support.exports import compact, write
+from tests.support.exports import compact, sample_export, write
 
 
 def history(pid: str, days: range, *, newest_first: bool) -> list[dict[str, Any]]:
@@ -72,8 +72,10 @@ def report(folder: Path, workers: int, all_patients: bool = False) -> str:
 
 @pytest.fixture
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Files of a few KB are read in parts, as a big export is (forked workers inherit the patch)."""
+    """Files of a few KB are read in parts and a few records screened per worker, as a big export is
+    (forked workers inherit the patch)."""
     monkeypatch.setattr(export, "PART_BYTES", 4096)
+    monkeypatch.setattr(export, "SCREEN_PER_WORKER", 2)
 
 
 @pytest.mark.parametrize("all_patients", [False, True], ids=["default", "all-patients"])
@@ -148,3 +150,10 @@ def test_a_sign_of_the_disease_in_a_file_of_mixed_types_is_found_when_read_in_pa
     one = json.loads(report(folder, 1))
     assert [p["patient"] for p in one["patients"]] == ["Patient/p1"]
     assert json.loads(report(folder, 3)) == one
+
+
+@pytest.mark.parametrize("all_patients", [False, True], ids=["default", "all-patients"])
+def test_the_sample_in_parts_gives_the_same_bytes(all_patients, small_parts, tmp_path):
+    folder = sample_export(tmp_path / "export")
+    one = report(folder, 1, all_patients)
+    assert report(folder, 3, all_patients) == one

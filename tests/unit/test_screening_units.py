@@ -157,3 +157,20 @@ def test_compare_is_antisymmetric_and_weak_forms_include_equality(a, b):
 def test_compare_reflexive(a):
     assert compare(a, "<=", a) and compare(a, ">=", a)
     assert not compare(a, "<", a) and not compare(a, ">", a)
+
+
+def _convert_in_child() -> float | None:
+    return convert(1.0, "mg/dL", "umol/L", 113.12)
+
+
+def test_a_child_forked_while_the_registry_is_being_built_still_converts():
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from mappings.clinical import units
+
+    units.warm_up().join()
+    # as if a warm-up thread were building at the fork
+    with units._BUILDING, ProcessPoolExecutor(1, mp_context=get_context("fork")) as pool:
+        converted = pool.submit(_convert_in_child).result(timeout=60)
+    assert converted == pytest.approx(88.4, abs=0.1)
