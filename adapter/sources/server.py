@@ -131,6 +131,7 @@ class ServerSource:
         self._text_probe: bool | None = None
         self._batch_population: bool | None = None  # learnt on the first population search
         self._missing_probe: bool | None = None
+        self._probing = asyncio.Lock()
         self._reads = [r for d in (definition, *also_read) for r in observation_reads(d)]
         self._code_windows = codes_by_widest_window(self._reads)
         self._signs = DiagnosisSigns(definition)
@@ -379,14 +380,17 @@ class ServerSource:
     async def _missing_date_works(self) -> bool:
         """Probe once: the server answers ``date:missing`` on Observations (HAPI only with missing
         fields indexed). A server that ignored the modifier would answer more, never less: safe."""
-        if self._missing_probe is None:
-            try:
-                await self.client.get_json("Observation", [("date:missing", "true"), ("_summary", "count")])
-                self._missing_probe = True
-            except FhirError as exc:
-                log.info("date:missing not supported", extra={"status": getattr(exc, "status", None)})
-                self._missing_probe = False
-            log.info("observation windows", extra={"used": self._missing_probe})
+        async with self._probing:  # concurrent batches wait for one probe
+            if self._missing_probe is None:
+                try:
+                    await self.client.get_json(
+                        "Observation", [("date:missing", "true"), ("_summary", "count")]
+                    )
+                    self._missing_probe = True
+                except FhirError as exc:
+                    log.info("date:missing not supported", extra={"status": getattr(exc, "status", None)})
+                    self._missing_probe = False
+                log.info("observation windows", extra={"used": self._missing_probe})
         return self._missing_probe
 
     async def records(self, patient_ids: Iterable[str]) -> AsyncIterator[PatientRecord]:
