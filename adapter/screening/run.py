@@ -105,12 +105,15 @@ async def screen_server(
     warm_up()  # the unit registry is built while the server answers
     source = ServerSource(client, definition, as_of=as_of)
     group = await group_population(client, population_group) if population_group else None
-    population = group.patients if group else await source.population()
+    if group:
+        population, records = group.patients, source.records(group.patients)
+    else:
+        population, records = await source.population_records()
     unmapped = UnmappedCollector(definition)
     pipeline = Pipeline(
         Screener(definition, as_of), unmapped=unmapped, progress=progress, total=len(population)
     )
-    results = await pipeline.run_async(source.records(population))
+    results = await pipeline.run_async(records)
     missing = len(population) - len(results)
     if missing:
         # A leukaemia Condition whose Patient the server does not return: nothing to screen, but say so.

@@ -7,6 +7,9 @@
    medications with their Medication, Immunizations by subject; Observations by subject AND the codes
    the criteria read, so a hospital's vital signs are never downloaded). Every page is followed and
    included resources are kept. Batches run with bounded concurrency over one connection pool.
+3. ``population_records`` (a whole screening run): where the server answers ``_has``, steps 1 and 2
+   travel together in ONE batch Bundle, the records selected server-side by the population's codes;
+   only patients found by wording alone are then fetched as in step 2.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ URL_BUDGET = 1500  # characters of search values per request: long code lists ar
 BATCH_URL_BUDGET = 16_000  # inside a batch body the searches are not URLs a proxy cuts
 # A nonsense word: a server that really applies ``:text`` finds nothing; one that drops it finds all.
 TEXT_PROBE = query("Condition", [("code:text", "zq-no-such-words-xq"), ("_summary", "count")])
+# Patients with a Condition of the listed codes, selected by the server (reverse chaining).
+HAS_CONDITION = "_has:Condition:subject:code"
 
 
 def text_prefixes(definition: CriteriaDefinition) -> tuple[str, ...]:
@@ -60,6 +65,7 @@ class _Found:
     by_text: set[str] | None
     uncoded: set[str] | None
     how: str
+    records: RecordBuilder | None = None  # the records of ``by_code``, when asked with them (``_has``)
 
 
 def observation_tokens(definition: CriteriaDefinition) -> list[str]:
@@ -131,6 +137,7 @@ class ServerSource:
         self._text_probe: bool | None = None
         self._batch_population: bool | None = None  # learnt on the first population search
         self._missing_probe: bool | None = None
+        self._has_works: bool | None = None  # learnt on the first population_records
         self._probing = asyncio.Lock()
         self._reads = [r for d in (definition, *also_read) for r in observation_reads(d)]
         self._code_windows = codes_by_widest_window(self._reads)
@@ -157,6 +164,38 @@ class ServerSource:
             self._batch_population = found is not None
         if found is None:
             found = await self._population_by_get(tokens, extra)
+        return self._found(found, tokens)
+
+    async def population_records(self) -> tuple[list[str], AsyncIterator[PatientRecord]]:
+        """The population and its records in as few round trips as the server allows.
+
+        Where the server answers ``_has`` (HAPI does; many EHR servers do not), ONE batch Bundle holds
+        the population's wording searches and its records selected server-side by code
+        (``Patient?_has:Condition:subject:code=...``, ``Observation?subject:Patient._has:...``): the
+        population by code is the Patients it returns, and only patients found by wording alone are
+        fetched by id afterwards. Anywhere else (or a code list too long for one search): ``population``
+        then ``records``. The same patients and the same records either way."""
+        tokens = population_tokens(self.definition)
+        codes = chunks(tokens, BATCH_URL_BUDGET)
+        if self._has_works is not False and self._batch_population is not False and len(codes) == 1:
+            by_has = await self._population_in_one_batch(tokens, [], has=codes[0])
+            self._has_works = by_has is not None
+            if by_has is not None:
+                ids = self._found(by_has, tokens)
+                builder = by_has.records or RecordBuilder()
+                fetched = {key.removeprefix("Patient/") for key in builder.patient_keys()}
+                others = [pid for pid in ids if pid not in fetched]
+                return ids, self._and_records(builder, others)
+        ids = await self.population()
+        return ids, self.records(ids)
+
+    async def _and_records(self, builder: RecordBuilder, others: list[str]) -> AsyncIterator[PatientRecord]:
+        for record in builder.records():
+            yield record
+        async for record in self.records(others):
+            yield record
+
+    def _found(self, found: _Found, tokens: list[str]) -> list[str]:
         ids = found.by_code | (found.by_text or set()) | (found.uncoded or set())
         disease = self.definition.diagnosis_clause().wording.disease  # "ALL": the study's own word
         notes = [f"Condition search on {len(tokens)} {disease} codes (expansion and mapped local codes)"]
@@ -182,16 +221,21 @@ class ServerSource:
         return sorted(ids)
 
     async def _population_in_one_batch(
-        self, tokens: list[str], extra: list[tuple[str, str]]
+        self, tokens: list[str], extra: list[tuple[str, str]], has: str | None = None
     ) -> _Found | None:
         """Every population search in one batch Bundle; None when the server refuses batches (or any
-        code search in it: the GET path then asks again and raises the server's own error)."""
+        code search in it: the GET path then asks again and raises the server's own error).
+        ``has``: the code list; the code search is then the population's records selected by ``_has``
+        (None also when the server does not answer those)."""
         code_searches = [
             query(
                 "Condition", [("code", chunk), *extra, ("_elements", "subject"), ("_count", str(PAGE_SIZE))]
             )
             for chunk in chunks(tokens, BATCH_URL_BUDGET)
         ]
+        as_of = self.as_of if has is not None and await self._windows() else None
+        if has is not None:
+            code_searches = self._batch_requests(None, as_of, undated=True, has=has)
         worded = [("code:text", term) for term in text_prefixes(self.definition)]
         worded.append(("code:missing", "true"))
         word_searches = [
@@ -209,6 +253,10 @@ class ServerSource:
         if not all(result.ok for result in coded):
             log.info("batch population search failed", extra={"statuses": [r.status for r in coded]})
             return None
+        records: RecordBuilder | None = None
+        if has is not None:
+            records = await self._settled(code_searches, [r.resources for r in coded], as_of)
+            by_code = {key.removeprefix("Patient/") for key in records.patient_keys()}
         self._text_probe = probe.ok and probe.total == 0
         by_text: set[str] | None = None
         if self._text_probe:
@@ -218,10 +266,13 @@ class ServerSource:
                 raise FhirError(f"text search for the study's wording failed with status {failed[0]}")
             by_text = set().union(*(self._with_wording(r.resources) for r in texts))
         return _Found(
-            by_code=set().union(*(patients_in(r.resources) for r in coded)),
+            by_code=by_code
+            if records is not None
+            else set().union(*(patients_in(r.resources) for r in coded)),
             by_text=by_text,
             uncoded=self._with_wording(missing.resources) if missing.ok else None,
-            how="one batch request",
+            how="one batch request" + (" with the records (_has)" if records is not None else ""),
+            records=records,
         )
 
     async def _population_by_get(self, tokens: list[str], extra: list[tuple[str, str]]) -> _Found:
@@ -269,18 +320,26 @@ class ServerSource:
         return self._text_probe
 
     def _batch_requests(
-        self, patient_ids: list[str], as_of: date | None = None, undated: bool = False
+        self,
+        patient_ids: list[str] | None,
+        as_of: date | None = None,
+        undated: bool = False,
+        has: str | None = None,
     ) -> list[str]:
         """One batch's searches: Patient, then each clinical type by subject. With ``as_of``, each group
         of Observation codes is asked only from its widest window on (``date=ge``, a day early for time
-        zones), and with ``undated`` also for the results with no date (``date:missing``)."""
-        subjects = references("Patient", patient_ids)
+        zones), and with ``undated`` also for the results with no date (``date:missing``). ``has``
+        instead of ids: the patients with a Condition of these codes, selected by the server."""
         count = ("_count", str(PAGE_SIZE))
-        queries = [query("Patient", [("_id", any_of(escape(pid) for pid in patient_ids)), count])]
+        if has is not None:
+            queries = [query("Patient", [(HAS_CONDITION, has), count])]
+        else:
+            subjects = references("Patient", patient_ids or [])
+            queries = [query("Patient", [("_id", any_of(escape(pid) for pid in patient_ids or [])), count])]
         for rtype, read in READ_TYPES.items():
             if read.subject is None:
                 continue
-            params = [(read.subject, subjects)]
+            params = [(f"{read.subject}:Patient.{HAS_CONDITION}", has) if has else (read.subject, subjects)]
             if rtype == "Observation":  # only the codes the criteria read: never a hospital's vital signs
                 queries += [
                     query(rtype, [*params, *window, count])
@@ -307,19 +366,30 @@ class ServerSource:
                 found.append([code, ("date:missing", "true")])
         return found
 
+    async def _windows(self) -> bool:
+        """Windows only where undated results can be asked for too: ``date=ge`` never finds them, yet
+        the engine may read one (undated, or dated only by ``issued``). Elsewhere: all history."""
+        return self.as_of is not None and await self._missing_date_works()
+
     async def _fetch_batch(self, patient_ids: list[str], as_of: date | None = None) -> RecordBuilder:
-        builder = RecordBuilder()
-        # Windows only where undated results can be asked for too: ``date=ge`` never finds them, yet
-        # the engine may read one (undated, or dated only by ``issued``). Elsewhere: all history.
-        if as_of is not None and not await self._missing_date_works():
+        if as_of is not None and not await self._windows():
             as_of = None
         searches = self._batch_requests(patient_ids, as_of, undated=True)
+        return await self._settled(searches, await self.client.batch_searches(searches), as_of)
+
+    async def _settled(
+        self, searches: list[str], answers: list[list[dict[str, Any]]], as_of: date | None
+    ) -> RecordBuilder:
+        """A batch's answers as records; with windows (``as_of``), what they did not settle is asked
+        again over all history."""
+        builder = RecordBuilder()
         observations: dict[str, dict[str, Any]] = {}
-        for search, resources in zip(searches, await self.client.batch_searches(searches), strict=True):
+        for search, resources in zip(searches, answers, strict=True):
             if search.startswith("Observation?"):
                 observations.update((_key(r), r) for r in resources)
             else:
                 builder.add_all(resources)
+        patient_ids = sorted(key.removeprefix("Patient/") for key in builder.patient_keys())
         if as_of is not None:
             # What the windows did not settle is asked again over all history (those patients, those
             # codes), so the engine sees what it would see in the files: same answers, same reasons.

@@ -267,3 +267,62 @@ async def test_a_code_search_answered_without_a_searchset_is_not_taken_as_nobody
         source = ServerSource(client, load_criteria(CRITERIA_PATH))
         assert await source.population() == ["p-coded", "p-local", "p-words"]  # asked again by GET
     assert "GET searches (no batch)" in source.population_method
+
+
+def _records_server(people: dict[str, dict], seen: list[list[str]], *, has_works: bool) -> Any:
+    """A server answering population searches, record searches by id or subject, and (or not) the
+    same record searches selected by ``_has``."""
+    patients = {c["subject"]["reference"].removeprefix("Patient/") for c in people.values()}
+    coded = {"p-coded"}  # who has a Condition of the study's codes
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        urls = [e["request"]["url"] for e in json.loads(request.content)["entry"]]
+        seen.append(urls)
+        entries = []
+        for url in urls:
+            rtype, params = url.split("?")[0], dict(parse_qsl(urlsplit(url).query))
+            if any(k.startswith("_has") or "._has" in k for k in params):
+                if not has_works:
+                    entries.append({"response": {"status": "400 Bad Request"}})
+                    continue
+                found = (
+                    [{"resourceType": "Patient", "id": p} for p in sorted(coded)]
+                    if rtype == "Patient"
+                    else []
+                )
+                entries.append({"response": {"status": "200 OK"}, "resource": _searchset(*found)})
+            elif rtype == "Patient":
+                ids = params["_id"].split(",")
+                found = [{"resourceType": "Patient", "id": p} for p in sorted(patients & set(ids))]
+                entries.append({"response": {"status": "200 OK"}, "resource": _searchset(*found)})
+            elif rtype == "Condition" and "subject" not in params:
+                status, body = _answer(params, people)
+                entries.append({"response": {"status": f"{status} OK"}, "resource": body})
+            else:
+                entries.append({"response": {"status": "200 OK"}, "resource": _searchset()})
+        return httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "batch-response", "entry": entries}
+        )
+
+    return answer
+
+
+@respx.mock
+@pytest.mark.parametrize("has_works", [True, False], ids=["has", "no-has"])
+async def test_population_and_records_in_one_batch_where_has_works_else_as_before(has_works):
+    people, seen = _people(), []
+    respx.post(BASE).mock(side_effect=_records_server(people, seen, has_works=has_works))
+    respx.get(url__startswith=BASE).mock(return_value=httpx.Response(400))  # no date:missing: no windows
+    async with FhirClient(BASE) as client:
+        source = ServerSource(client, load_criteria(CRITERIA_PATH))
+        population, records = await source.population_records()
+        keys = sorted([r.key async for r in records])
+    assert population == ["p-coded", "p-local", "p-words"]
+    assert keys == ["Patient/p-coded", "Patient/p-local", "Patient/p-words"]  # the same patients either way
+    fetched_by_id = [u for batch in seen for u in batch if u.startswith("Patient?_id=")]
+    if has_works:  # p-coded came with the population; only the patients found by wording are asked by id
+        assert "one batch request with the records (_has)" in source.population_method
+        assert [unquote(u).split("_id=")[1].split("&")[0] for u in fetched_by_id] == ["p-local,p-words"]
+    else:  # _has refused: the population again, then everyone's records by id
+        assert "(_has)" not in source.population_method
+        assert len(fetched_by_id) == 1 and "p-coded" in unquote(fetched_by_id[0])
