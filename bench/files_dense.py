@@ -49,11 +49,15 @@ from adapter.cli import _criteria
 from adapter.screening.reads import ScreeningReads
 from adapter.screening.report import render
 from adapter.screening.run import report_for, screen_records
+from adapter.screening.unmapped import UnmappedCollector
 from adapter.sources.files import load_records
 definition = _criteria(None)
 as_of = date.fromisoformat(sys.argv[2])
-builder = load_records(Path(sys.argv[1]), ScreeningReads(definition))
-report = report_for(definition, as_of, screen_records(builder.records(), definition, as_of))
+reads = ScreeningReads(definition)
+builder = load_records(Path(sys.argv[1]), reads)
+unmapped = UnmappedCollector(definition, reads)
+results = screen_records(builder.records(), definition, as_of, unmapped=unmapped)
+report = report_for(definition, as_of, results, unmapped)
 Path(sys.argv[3]).write_text(render(report, "json"), encoding="utf-8")
 """
 

@@ -78,6 +78,9 @@ def chunks(
                 chunk = mapped[at:cut]
                 newlines = chunk.count(b"\n")
                 yield line, chunk, newlines
+                # drop the pages read from this process's memory (the page cache keeps them)
+                page = at - at % mmap.PAGESIZE
+                mapped.madvise(mmap.MADV_DONTNEED, page, cut - page)
                 line += newlines
                 at = cut
                 want = size
