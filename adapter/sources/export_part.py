@@ -22,18 +22,16 @@ from typing import Any
 
 from adapter.collector import collector_paused
 from adapter.screening.reads import ScreeningReads
-from mappings.clinical.record import normalise_reference, resource_key
+from mappings.clinical.record import resource_key, subject_key
 from mappings.clinical.resource_types import SUBJECT_ELEMENT
 from mappings.criteria import CriteriaDefinition
 
 from .files import SourceError, check_resource, parse_ndjson_line
 from .ndjson_scan import LineFilter, chunks, lines_at
 from .population import (
-    _ID,
     DecidingObservations,
     PopulationSigns,
     RawObservation,
-    _subject,
     observation_codes,
 )
 
@@ -166,17 +164,16 @@ class PartReader:
             if key:
                 self.found.medications[key] = resource
             return
-        element = SUBJECT_ELEMENT.get(rtype)
-        if element is None:
+        if rtype not in SUBJECT_ELEMENT:
             return
-        subject = resource.get(element)
-        ref = subject.get("reference") if isinstance(subject, dict) else None
-        patient = normalise_reference(ref) if isinstance(ref, str) else None
+        patient = subject_key(resource)
         if not patient or not self._mine(patient):
             if rtype == "Observation":
                 check_resource(resource, where, self.reads)  # as the full path does for every line read
-            elif rtype == "Condition" and self.signs is not None and self.signs.is_sign(resource):
-                self._late(resource)
+            elif rtype == "Condition" and self.signs is not None:
+                late = self.signs.patient_of(resource)
+                if late:
+                    self.found.late.add(late)
             return
         if rtype == "Observation" and self.reads.reads(resource):
             deciding = self.observations.get(patient)
@@ -204,9 +201,3 @@ class PartReader:
                 continue
             if resource is not None:
                 self._resource(resource, where, seq)
-
-    def _late(self, condition: dict[str, Any]) -> None:
-        key = _subject(condition)
-        pid = key.removeprefix("Patient/") if key else ""
-        if key and key.startswith("Patient/") and _ID.fullmatch(pid):
-            self.found.late.add(pid)

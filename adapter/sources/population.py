@@ -20,8 +20,7 @@ from typing import Any
 
 from adapter.screening.reads import ScreeningReads, any_coding
 from mappings.clinical.dates import day_of, effective_day
-from mappings.clinical.record import normalise_reference
-from mappings.clinical.resource_types import SUBJECT_ELEMENT
+from mappings.clinical.record import normalise_reference, subject_key
 from mappings.criteria import CriteriaDefinition
 from mappings.kinds.diagnosis import DiagnosisClause, DiagnosisSigns
 from mappings.kinds.observation import IGNORED_OBSERVATION, instant_key
@@ -61,6 +60,15 @@ class PopulationSigns:
             concepts += [e.get("valueCodeableConcept") for e in extensions if isinstance(e, dict)]
         return any(self._concept_is_sign(concept) for concept in concepts)
 
+    def patient_of(self, condition: dict[str, Any]) -> str | None:
+        """The id of the patient a Condition puts in the population: a sign of the disease about a
+        Patient with a valid id (another id is no valid Patient's: nobody to screen)."""
+        if not self.is_sign(condition):
+            return None
+        key = subject_key(condition) or ""
+        pid = key.removeprefix("Patient/")
+        return pid if key.startswith("Patient/") and _ID.fullmatch(pid) else None
+
     def _concept_is_sign(self, concept: Any) -> bool:
         if concept is None:
             return False
@@ -98,11 +106,9 @@ def find_population(files: list[Path], reads: ScreeningReads, signs: PopulationS
                 resource = parse_ndjson_line(raw, f"{path}:{number}", reads)
                 if resource is None or resource["resourceType"] != "Condition":
                     continue
-                if signs.is_sign(resource):
-                    key = _subject(resource)
-                    pid = key.removeprefix("Patient/") if key else ""
-                    if key and key.startswith("Patient/") and _ID.fullmatch(pid):
-                        ids.add(pid)  # another id is no valid Patient's: nobody to screen
+                pid = signs.patient_of(resource)
+                if pid:
+                    ids.add(pid)
     return sorted(ids)
 
 
@@ -132,12 +138,6 @@ def _condition_starts(chunk: bytes, newlines: int) -> list[int]:
             starts_list.append(offset)
         offset += len(raw)
     return starts_list
-
-
-def _subject(resource: dict[str, Any]) -> str | None:
-    subject = resource.get(SUBJECT_ELEMENT["Condition"])
-    ref = subject.get("reference") if isinstance(subject, dict) else None
-    return normalise_reference(ref) if isinstance(ref, str) else None
 
 
 @dataclass
@@ -237,7 +237,7 @@ def population_of(resources: Iterable[dict[str, Any]], signs: PopulationSigns) -
     out = set()
     for resource in resources:
         if resource.get("resourceType") == "Condition" and signs.is_sign(resource):
-            key = _subject(resource)
+            key = subject_key(resource)
             if key:
                 out.add(key)
     return out

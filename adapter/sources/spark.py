@@ -37,14 +37,14 @@ from urllib.parse import unquote
 
 from adapter.screening.reads import ScreeningReads
 from adapter.screening.unmapped import UnmappedCollector
-from mappings.clinical.record import PatientRecord, normalise_reference, resource_key
+from mappings.clinical.record import PatientRecord, resource_key, subject_key
 from mappings.clinical.resource_types import SUBJECT_ELEMENT
 from mappings.criteria import CriteriaDefinition
 
 from .export import ExportResults
 from .files import SourceError, check_resource, ndjson_files, parse_ndjson_line
 from .ndjson_scan import LineFilter
-from .population import _ID, DecidingObservations, PopulationSigns, _subject, observation_codes
+from .population import DecidingObservations, PopulationSigns, observation_codes
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -225,11 +225,8 @@ def _population_part(definition: CriteriaDefinition) -> Callable[[Iterable[Any]]
             except SourceError as exc:
                 yield ("E", order, str(exc))
                 continue
-            if resource is None or resource["resourceType"] != "Condition" or not signs.is_sign(resource):
-                continue
-            key = _subject(resource)
-            pid = key.removeprefix("Patient/") if key else ""
-            if key and key.startswith("Patient/") and _ID.fullmatch(pid):
+            pid = signs.patient_of(resource) if resource and resource["resourceType"] == "Condition" else None
+            if pid:
                 yield ("P", order, pid)
 
     return run
@@ -271,12 +268,9 @@ def _line(ctx: _Context, reads: ScreeningReads, order: Order, raw: bytes) -> Ite
         if key:
             yield ("M", order, key, resource)
         return
-    element = SUBJECT_ELEMENT.get(rtype)
-    if element is None:
+    if rtype not in SUBJECT_ELEMENT:
         return
-    subject = resource.get(element)
-    ref = subject.get("reference") if isinstance(subject, dict) else None
-    patient = normalise_reference(ref) if isinstance(ref, str) else None
+    patient = subject_key(resource)
     if not patient or not _mine(ctx, patient):
         if rtype == "Observation":
             check_resource(resource, _WHERE, reads)  # as the files path does for every line read

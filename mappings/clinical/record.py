@@ -151,6 +151,15 @@ class RecordBuilder:
         return normalise_reference(reference, self._aliases)
 
 
+def subject_key(resource: dict[str, Any]) -> str | None:
+    """The reference (``Type/id``) in a clinical resource's subject element (``subject``, ``patient``):
+    whom it is about; None for another type or a missing or malformed reference."""
+    element = SUBJECT_ELEMENT.get(str(resource.get("resourceType")))
+    subject = resource.get(element) if element else None
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    return normalise_reference(ref) if isinstance(ref, str) else None
+
+
 def patients_in(resources: Iterable[dict[str, Any]]) -> set[str]:
     """Ids of the patients these resources are about (or are)."""
     out = set()
@@ -158,8 +167,7 @@ def patients_in(resources: Iterable[dict[str, Any]]) -> set[str]:
         if resource.get("resourceType") == "Patient" and resource.get("id"):
             out.add(resource["id"])
             continue
-        element = SUBJECT_ELEMENT.get(resource.get("resourceType", ""))
-        ref = normalise_reference(((resource.get(element) or {}) if element else {}).get("reference"))
+        ref = subject_key(resource)
         if ref and ref.startswith("Patient/"):
             out.add(ref.removeprefix("Patient/"))
     return out
