@@ -104,6 +104,7 @@ bench-ingest: install hapi
 # Files screening on the dense hospital (issue 18): CPU against reading the export once, workers,
 # --all-patients, byte-identical checks; results in bench/results/files-dense-latest.*.
 # BENCH_DENSE_OPTS=--synthea uses Synthea people (Java 17 + Maven; ~/.cache/trial-adapter-bench).
+# BENCH_DENSE_SIZES=2000,10000,100000 adds 100k people: ~21 GB of NDJSON in $(BENCH_DATA), ~15 min.
 BENCH_DENSE_SIZES ?= 2000,10000
 bench-files-dense: install
 	$(BIN)/python -m bench.files_dense --sizes $(BENCH_DENSE_SIZES) $(BENCH_DENSE_OPTS)

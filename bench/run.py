@@ -37,7 +37,7 @@ from bench.pg import PostgresCluster, cpu_seconds, hapi_pg_args, process_memory_
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
-SERVER_STRATEGIES = ["adapter", "lb-batches", "lb-one-batch", "lb-has", "naive"]
+SERVER_STRATEGIES = ["adapter", "adapter-warm", "lb-batches", "lb-one-batch", "lb-has", "naive"]
 SAMPLE_BUNDLE = REPO / "adapter" / "samples" / "nct06849401-sample-bundle.json"
 
 
