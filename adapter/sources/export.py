@@ -226,8 +226,10 @@ def _merge(parts: list[Part], found: list[Found], scan: Scan) -> list[PatientRec
             for seq, obs, where in kept.kept():
                 check_resource(obs, where, reads)  # validate what is used
                 observations.append((seq, obs))
-            observations.sort(key=lambda item: item[0])
-        listed = {rtype: [resource for _, resource in items] for rtype, items in grouped.items()}
+        # record order: a part settles a patient's pending results after the lines read later
+        listed = {
+            rtype: [r for _, r in sorted(items, key=lambda i: i[0])] for rtype, items in grouped.items()
+        }
         records.append(
             PatientRecord(
                 key=key, patient=patient, resources=defaultdict(list, listed), medications=medications

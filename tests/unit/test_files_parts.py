@@ -157,3 +157,23 @@ def test_the_sample_in_parts_gives_the_same_bytes(all_patients, small_parts, tmp
     folder = sample_export(tmp_path / "export")
     one = report(folder, 1, all_patients)
     assert report(folder, 3, all_patients) == one
+
+
+def test_a_patients_results_keep_the_order_of_the_file(tmp_path):
+    def valued(oid: str, ago: int | None) -> dict[str, Any]:
+        """A result whose only criteria code is its answer: parsed, never read by a criterion."""
+        result = obs(PLATELETS, None, None, ago=ago, subject="p1", id=oid)
+        result["valueCodeableConcept"] = {"coding": [dict(zip(("system", "code"), PLATELETS, strict=True))]}
+        result["code"] = {"text": "a note"}
+        return result
+
+    first, second = valued("first", 3), valued("second", None)  # dated (settled at the end), undated
+    resources = [r for r in leukaemia() if r["resourceType"] != "Observation"] + [first, second]
+    by_type: dict[str, list[bytes]] = {}
+    for resource in resources:
+        by_type.setdefault(resource["resourceType"], []).append(compact(resource))
+    folder = write(tmp_path / "export", {f"{t}.ndjson": lines for t, lines in by_type.items()})
+    scan = export.Scan(definition(), AS_OF, frozenset({"p1"}))
+    parts = export._parts(export.ndjson_files(folder), 1, None)
+    (record,) = export._merge(parts, export._read(parts, scan, 1), scan)
+    assert [o["id"] for o in record.resources["Observation"]] == ["first", "second"]
